@@ -1,0 +1,140 @@
+// Batcher: seeded per-epoch shuffles and per-sample crop/flip draws, written into preallocated buffers.
+#include "augment.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "rng.hpp"
+
+namespace resnet18 {
+
+void augment_image(const float* src, float* dst, int channels, int height, int width, AugmentParams a,
+                   const float* mean, const float* stddev, bool channels_last) {
+  const std::size_t hw = static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
+  // Strides of dst in elements; NCHW keeps x contiguous, NHWC interleaves the channels.
+  const std::size_t cs = channels_last ? 1 : hw;
+  const std::size_t ys = channels_last ? static_cast<std::size_t>(width) * channels : static_cast<std::size_t>(width);
+  const std::size_t xs = channels_last ? static_cast<std::size_t>(channels) : 1;
+  // Output columns whose source column lies inside the image form one interval [lo, hi);
+  // everything left and right of it is padding. Source column: x + dx, or W - 1 - x + dx
+  // when flipped.
+  const int lo = std::max(0, a.flip ? a.dx : -a.dx);
+  const int hi = std::min(width, a.flip ? width + a.dx : width - a.dx);
+  for (int c = 0; c < channels; ++c) {
+    const float scale = 1.0f / stddev[c];
+    const float shift = -mean[c] * scale;  // also the value of a padded (black) pixel
+    const float* plane = src + static_cast<std::size_t>(c) * hw;
+    for (int y = 0; y < height; ++y) {
+      float* out = dst + c * cs + static_cast<std::size_t>(y) * ys;
+      const int sy = y + a.dy;
+      if (sy < 0 || sy >= height || lo >= hi) {
+        for (int x = 0; x < width; ++x) out[x * xs] = shift;
+        continue;
+      }
+      const float* row = plane + static_cast<std::size_t>(sy) * width;
+      for (int x = 0; x < lo; ++x) out[x * xs] = shift;
+      if (!a.flip) {
+        const float* s = row + a.dx;
+        for (int x = lo; x < hi; ++x) out[x * xs] = s[x] * scale + shift;
+      } else {
+        const float* s = row + (width - 1 + a.dx);
+        for (int x = lo; x < hi; ++x) out[x * xs] = s[-x] * scale + shift;
+      }
+      for (int x = hi; x < width; ++x) out[x * xs] = shift;
+    }
+  }
+}
+
+Batcher::Batcher(const Dataset& data, const BatcherOptions& options) : data_(data), options_(options) {
+  if (options_.batch_size == 0) throw std::invalid_argument("Batcher: batch_size must be positive");
+  if (data_.size() == 0) throw std::invalid_argument("Batcher: dataset '" + data_.name + "' is empty");
+  if (data_.images.size() != data_.size() * data_.image_size()) {
+    throw std::invalid_argument("Batcher: dataset '" + data_.name + "' has " + std::to_string(data_.images.size()) +
+                                " floats, expected " + std::to_string(data_.size()) + " images of " +
+                                std::to_string(data_.image_size()));
+  }
+  const auto channels = static_cast<std::size_t>(data_.channels);
+  if (data_.mean.size() != channels || data_.stddev.size() != channels) {
+    throw std::invalid_argument("Batcher: dataset '" + data_.name + "' has " + std::to_string(data_.mean.size()) +
+                                " means and " + std::to_string(data_.stddev.size()) +
+                                " standard deviations for " + std::to_string(channels) + " channels");
+  }
+  for (std::size_t c = 0; c < channels; ++c) {
+    if (!(data_.stddev[c] > 0.0f)) {
+      throw std::invalid_argument("Batcher: dataset '" + data_.name + "' channel " + std::to_string(c) +
+                                  " has standard deviation " + std::to_string(data_.stddev[c]) + ", must be > 0");
+    }
+  }
+  // A padding wider than the image is pointless but harmless (some crops are all black);
+  // the upper bound only keeps 2 * padding + 1 far from overflow.
+  if (options_.crop_padding < 0 || options_.crop_padding > 65536) {
+    throw std::invalid_argument("Batcher: crop_padding " + std::to_string(options_.crop_padding) +
+                                " is out of range 0..65536");
+  }
+  order_.resize(data_.size());
+  images_.resize(options_.batch_size * data_.image_size());
+  labels_.resize(options_.batch_size);
+  start_epoch(0);
+}
+
+void Batcher::start_epoch(std::uint64_t epoch) {
+  epoch_ = epoch;
+  cursor_ = 0;
+  current_ = 0;
+  batches_done_ = 0;
+  std::iota(order_.begin(), order_.end(), std::size_t{0});
+  if (options_.train) {
+    Rng rng(mix64(mix64(options_.seed, 0x5eed0bde5), epoch));
+    rng.shuffle(order_.data(), order_.size());
+  }
+}
+
+std::size_t Batcher::batches_per_epoch() const noexcept {
+  const std::size_t n = data_.size();
+  const std::size_t b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+AugmentParams Batcher::augmentation(std::uint64_t epoch, std::size_t position) const noexcept {
+  AugmentParams a;
+  if (!options_.train) return a;
+  // A hash of (seed, epoch, position) rather than a running generator: any batch can be
+  // rebuilt on its own, and a parallel fill would draw the same values.
+  const std::uint64_t h = mix64(mix64(mix64(options_.seed, 0xa0937e11), epoch), position);
+  if (options_.crop_padding > 0) {
+    const auto range = static_cast<std::uint64_t>(2 * options_.crop_padding + 1);
+    // 32 bits per draw: the modulo bias is below 1e-8.
+    a.dy = static_cast<int>((h & 0xffffffffu) % range) - options_.crop_padding;
+    a.dx = static_cast<int>(((h >> 32) & 0x7fffffffu) % range) - options_.crop_padding;
+  }
+  if (options_.horizontal_flip) a.flip = (h >> 63) != 0;
+  return a;
+}
+
+std::size_t Batcher::next() {
+  const std::size_t n = data_.size();
+  const std::size_t remaining = n - cursor_;
+  std::size_t count = std::min(remaining, options_.batch_size);
+  if (count == 0 || (options_.drop_last && count < options_.batch_size)) {
+    current_ = 0;
+    cursor_ = n;
+    return 0;
+  }
+  const std::size_t image_size = data_.image_size();
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t position = cursor_ + i;
+    const std::size_t index = order_[position];
+    augment_image(data_.images.data() + index * image_size, images_.data() + i * image_size, data_.channels,
+                  data_.height, data_.width, augmentation(epoch_, position), data_.mean.data(),
+                  data_.stddev.data(), options_.channels_last);
+    labels_[i] = data_.labels[index];
+  }
+  cursor_ += count;
+  current_ = count;
+  ++batches_done_;
+  return count;
+}
+
+}  // namespace resnet18
