@@ -12,37 +12,42 @@ namespace resnet18 {
 
 void augment_image(const float* src, float* dst, int channels, int height, int width, AugmentParams a,
                    const float* mean, const float* stddev, bool channels_last) {
-  const std::size_t hw = static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
+  const auto C = static_cast<std::size_t>(channels);
+  const auto W = static_cast<std::size_t>(width);
+  const std::size_t hw = static_cast<std::size_t>(height) * W;
   // Strides of dst in elements; NCHW keeps x contiguous, NHWC interleaves the channels.
   const std::size_t cs = channels_last ? 1 : hw;
-  const std::size_t ys = channels_last ? static_cast<std::size_t>(width) * channels : static_cast<std::size_t>(width);
-  const std::size_t xs = channels_last ? static_cast<std::size_t>(channels) : 1;
+  const std::size_t ys = channels_last ? W * C : W;
+  const std::size_t xs = channels_last ? C : 1;
   // Output columns whose source column lies inside the image form one interval [lo, hi);
   // everything left and right of it is padding. Source column: x + dx, or W - 1 - x + dx
   // when flipped.
-  const int lo = std::max(0, a.flip ? a.dx : -a.dx);
-  const int hi = std::min(width, a.flip ? width + a.dx : width - a.dx);
-  for (int c = 0; c < channels; ++c) {
+  const int lo_i = std::max(0, a.flip ? a.dx : -a.dx);
+  const int hi_i = std::min(width, a.flip ? width + a.dx : width - a.dx);
+  const bool any_column = lo_i < hi_i;
+  const auto lo = static_cast<std::size_t>(any_column ? lo_i : 0);
+  const auto hi = static_cast<std::size_t>(any_column ? hi_i : 0);
+  for (std::size_t c = 0; c < C; ++c) {
     const float scale = 1.0f / stddev[c];
     const float shift = -mean[c] * scale;  // also the value of a padded (black) pixel
-    const float* plane = src + static_cast<std::size_t>(c) * hw;
+    const float* plane = src + c * hw;
     for (int y = 0; y < height; ++y) {
       float* out = dst + c * cs + static_cast<std::size_t>(y) * ys;
       const int sy = y + a.dy;
-      if (sy < 0 || sy >= height || lo >= hi) {
-        for (int x = 0; x < width; ++x) out[x * xs] = shift;
+      if (sy < 0 || sy >= height || !any_column) {
+        for (std::size_t x = 0; x < W; ++x) out[x * xs] = shift;
         continue;
       }
-      const float* row = plane + static_cast<std::size_t>(sy) * width;
-      for (int x = 0; x < lo; ++x) out[x * xs] = shift;
+      const float* row = plane + static_cast<std::size_t>(sy) * W;
+      for (std::size_t x = 0; x < lo; ++x) out[x * xs] = shift;
       if (!a.flip) {
-        const float* s = row + a.dx;
-        for (int x = lo; x < hi; ++x) out[x * xs] = s[x] * scale + shift;
+        // row + dx may point before the row; only [lo, hi) is read, which is inside it.
+        for (std::size_t x = lo; x < hi; ++x) out[x * xs] = row[static_cast<std::ptrdiff_t>(x) + a.dx] * scale + shift;
       } else {
-        const float* s = row + (width - 1 + a.dx);
-        for (int x = lo; x < hi; ++x) out[x * xs] = s[-x] * scale + shift;
+        const std::ptrdiff_t last = width - 1 + a.dx;
+        for (std::size_t x = lo; x < hi; ++x) out[x * xs] = row[last - static_cast<std::ptrdiff_t>(x)] * scale + shift;
       }
-      for (int x = hi; x < width; ++x) out[x * xs] = shift;
+      for (std::size_t x = hi; x < W; ++x) out[x * xs] = shift;
     }
   }
 }

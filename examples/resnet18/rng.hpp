@@ -37,18 +37,13 @@ class Rng {
 
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
 
-  // Uniform integer in [0, n), n > 0, without modulo bias (Lemire's method).
+  // Uniform integer in [0, n), n > 0, without modulo bias: values below 2^64 mod n are
+  // redrawn, so the rest is a whole number of periods of n.
   std::uint64_t below(std::uint64_t n) {
-    unsigned __int128 m = static_cast<unsigned __int128>(engine_()) * n;
-    auto low = static_cast<std::uint64_t>(m);
-    if (low < n) {
-      const std::uint64_t threshold = (0 - n) % n;
-      while (low < threshold) {
-        m = static_cast<unsigned __int128>(engine_()) * n;
-        low = static_cast<std::uint64_t>(m);
-      }
-    }
-    return static_cast<std::uint64_t>(m >> 64);
+    const std::uint64_t threshold = (0 - n) % n;
+    std::uint64_t r = engine_();
+    while (r < threshold) r = engine_();
+    return r % n;
   }
 
   // Standard normal (Box-Muller; the second value is dropped to keep the state simple).

@@ -129,7 +129,7 @@ TEST_CASE("evaluation batches are the normalized images in dataset order") {
   Batcher b(d, o);
   CHECK(b.batches_per_epoch() == 3);
   std::size_t seen = 0;
-  for (std::size_t expected : {4, 4, 2}) {
+  for (const std::size_t expected : {std::size_t{4}, std::size_t{4}, std::size_t{2}}) {
     REQUIRE(b.next() == expected);
     CHECK(b.size() == expected);
     REQUIRE(b.images().size() == expected * 24);
