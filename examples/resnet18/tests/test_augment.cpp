@@ -204,7 +204,7 @@ TEST_CASE("batches are a function of (seed, epoch) alone") {
   CHECK(epoch_batches(c, 0) != a0);
 }
 
-TEST_CASE("crop offsets stay within the padding and cover it; flips are about half") {
+TEST_CASE("crop offsets stay within the padding and cover it, and flips are about half") {
   const Dataset d = tiny_dataset(2, 1, 32, 32);
   BatcherOptions o;
   o.seed = 99;

@@ -189,7 +189,7 @@ TEST_SUITE("idx") {
     }
   }
 
-  TEST_CASE("plain and gzip files can be mixed; plain wins when both exist") {
+  TEST_CASE("plain and gzip files can be mixed, and plain wins when both exist") {
     TempDir dir;
     write_gzip(dir / "train-images-idx3-ubyte.gz", idx_images(5, 4, 3));
     write_bytes(dir / "train-labels-idx1-ubyte", idx_labels(5));
@@ -354,7 +354,7 @@ TEST_SUITE("idx") {
 }
 
 TEST_SUITE("synthetic") {
-  TEST_CASE("the same options give the same data; other seeds do not") {
+  TEST_CASE("the same options give the same data, and other seeds do not") {
     SyntheticOptions o;
     o.seed = 42;
     o.count = 50;
