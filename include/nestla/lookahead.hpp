@@ -1,0 +1,271 @@
+// Lookahead (Zhang et al., 2019, Algorithm 1) over any optimizer, itself included: Nested Lookahead (Gilbert).
+//
+// Every k-th cycle of the inner optimizer:  phi <- phi + alpha (theta - phi);  theta <- phi;
+// every Lookahead inside sets its slow weights to phi; then the momentum policy acts.
+// The sync is fused into the pass of the step that completes the cycle.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "nestla/error.hpp"
+#include "nestla/optimizer.hpp"
+
+namespace nestla {
+
+struct LookaheadOptions {
+  int k = 5;                            // sync after every k-th cycle of the inner optimizer
+  double alpha = 0.5;                   // slow weights step size, in [0, 1]
+  Momentum momentum = Momentum::keep;   // what the sync does to the first moments
+};
+
+namespace detail {
+inline const LookaheadOptions& validate(const LookaheadOptions& o) {
+  check_option(o.k >= 1, "Lookahead", "k", o.k, "must be >= 1");
+  check_option(o.alpha >= 0 && o.alpha <= 1, "Lookahead", "alpha", o.alpha, "must be in [0, 1]");
+  const auto m = static_cast<unsigned>(o.momentum);
+  check_option(m <= 2, "Lookahead", "momentum", m, "must be keep, reset or pullback");
+  return o;
+}
+}  // namespace detail
+
+inline const char* to_string(Momentum m) {
+  switch (m) {
+    case Momentum::keep: return "keep";
+    case Momentum::reset: return "reset";
+    case Momentum::pullback: return "pullback";
+  }
+  return "?";
+}
+
+template <class Inner>
+class Lookahead {
+ public:
+  using inner_type = Inner;
+  using scalar_type = typename Inner::scalar_type;
+  using backend_type = typename Inner::backend_type;
+  using base_type = typename Inner::base_type;
+  static constexpr int depth = Inner::depth + 1;
+  static_assert(depth <= max_depth, "nestla: Lookahead nesting deeper than nestla::max_depth");
+
+ private:
+  using T = scalar_type;
+  using buffer = typename backend_type::template buffer<T>;
+
+ public:
+  Lookahead(Inner inner, LookaheadOptions options = {})
+      : inner_(std::move(inner)), opts_(detail::validate(options)) {}
+
+  // One training step. Returns whether this level synced (completed a cycle).
+  template <class P, class G>
+  bool step(P&& params, G&& grads) {
+    return detail::run_step(*this, params, grads);
+  }
+
+  Inner& inner() noexcept { return inner_; }
+  const Inner& inner() const noexcept { return inner_; }
+  base_type& base() noexcept { return inner_.base(); }
+  const base_type& base() const noexcept { return inner_.base(); }
+
+  const LookaheadOptions& options() const noexcept { return opts_; }
+  // Takes effect from the next step. A level switched to pullback starts its
+  // slow momenta at zero.
+  void set_options(const LookaheadOptions& o) {
+    detail::validate(o);
+    if (o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized()) slow_m_ = buffer(slow_.size());
+    opts_ = o;
+  }
+  void set_alpha(double alpha) {
+    auto o = opts_;
+    o.alpha = alpha;
+    set_options(o);
+  }
+
+  // Syncs of this level so far, and inner cycles since its last sync.
+  std::uint64_t syncs() const noexcept { return syncs_; }
+  std::uint64_t cycles_since_sync() const noexcept { return cycles_; }
+  // This level's slow weights (flat, laid out as base().layout()).
+  const buffer& slow_weights() const noexcept { return slow_; }
+  const buffer& slow_momentum() const noexcept { return slow_m_; }
+
+  // Exchanges the parameters with this level's slow weights: call once to
+  // evaluate at the slow weights, once more to return. No step is allowed in
+  // between. To use an inner level's slow weights, call this on inner().
+  template <class P>
+  void swap_slow_weights(P&& params) {
+    auto views = bind_for_slow(params, "swap_slow_weights");
+    for (const auto& v : views) backend_type::swap(v.param, slow_.data() + v.offset, v.size);
+    swapped_ = !swapped_;
+  }
+  bool slow_weights_swapped_in() const noexcept { return swapped_; }
+
+  // Finishes training on the slow weights: theta <- phi of this level.
+  template <class P>
+  void copy_slow_weights_to(P&& params) {
+    if (swapped_) detail::fail<std::logic_error>("nestla: copy_slow_weights_to: the slow weights are swapped in; swap back first");
+    auto views = bind_for_slow(params, "copy_slow_weights_to");
+    for (const auto& v : views) backend_type::copy(v.param, slow_.data() + v.offset, v.size);
+  }
+
+  // Calls f(level) on every Lookahead level, innermost first, this one last.
+  template <class F>
+  void for_each_level(F&& f) {
+    if constexpr (requires { inner_.for_each_level(f); }) inner_.for_each_level(f);
+    f(*this);
+  }
+
+  static std::string type_name() { return "Lookahead<" + Inner::type_name() + ">"; }
+
+  void save(std::ostream& os) const { detail::save_checkpoint(*this, os); }
+  void load(std::istream& is) { detail::load_checkpoint(*this, is); }
+
+  // --- protocol between levels (not for users) -------------------------------
+  bool plan_step(StepPlan<T>& plan) {
+    if (swapped_)
+      detail::fail<std::logic_error>("nestla: step: the slow weights of a Lookahead level are swapped in; call "
+                                     "swap_slow_weights again before stepping");
+    const bool inner_done = inner_.plan_step(plan);
+    pending_inner_ = inner_done;
+    pending_sync_ = inner_done && cycles_ + 1 >= static_cast<std::uint64_t>(opts_.k);
+    if (pending_sync_) {
+      const bool pull = opts_.momentum == Momentum::pullback && base().has_first_moment();
+      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(), pull ? slow_m_.data() : nullptr, T(opts_.alpha),
+                                             pull || opts_.momentum != Momentum::pullback ? opts_.momentum : Momentum::keep};
+    }
+    return pending_sync_;
+  }
+  void collect_init(StepPlan<T>& plan) {
+    inner_.collect_init(plan);
+    plan.init[plan.ninit++] = slow_.data();
+  }
+  void commit_step() {
+    inner_.commit_step();
+    if (!pending_inner_) return;
+    if (pending_sync_) {
+      cycles_ = 0;
+      ++syncs_;
+    } else {
+      ++cycles_;
+    }
+  }
+  void initialize_state(const Layout& l) {
+    buffer slow(l.total), slow_m;
+    if (opts_.momentum == Momentum::pullback) slow_m = buffer(l.total);
+    inner_.initialize_state(l);
+    slow_ = std::move(slow);
+    slow_m_ = std::move(slow_m);
+  }
+  void write_state(detail::checkpoint_writer& w) const {
+    w.put<std::int64_t>(opts_.k);
+    w.put<double>(opts_.alpha);
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(opts_.momentum));
+    w.put<std::uint64_t>(cycles_);
+    w.put<std::uint64_t>(syncs_);
+    w.put<std::uint8_t>(swapped_);
+    if (base().initialized()) {
+      write_buffer(w, slow_);
+      w.put<std::uint8_t>(!slow_m_.empty());
+      if (!slow_m_.empty()) write_buffer(w, slow_m_);
+    }
+    inner_.write_state(w);
+  }
+  void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
+    LookaheadOptions o;
+    const auto k = r.get<std::int64_t>("Lookahead k");
+    if (k < 1 || k > (std::int64_t(1) << 30)) r.error(detail::concat("Lookahead k = ", k, " is invalid"));
+    o.k = static_cast<int>(k);
+    o.alpha = r.get<double>("Lookahead alpha");
+    o.momentum = static_cast<Momentum>(r.get<std::uint8_t>("Lookahead momentum"));
+    try {
+      detail::validate(o);
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    opts_ = o;
+    cycles_ = r.get<std::uint64_t>("Lookahead cycles");
+    syncs_ = r.get<std::uint64_t>("Lookahead syncs");
+    swapped_ = r.get<std::uint8_t>("Lookahead swapped") != 0;
+    slow_ = {};
+    slow_m_ = {};
+    if (l) {
+      slow_ = read_buffer(r, *l, "Lookahead slow weights");
+      if (r.get<std::uint8_t>("Lookahead has slow momenta")) slow_m_ = read_buffer(r, *l, "Lookahead slow momenta");
+      else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
+    }
+    inner_.read_state(r, l);
+  }
+
+ private:
+  template <class P>
+  std::span<const TensorRef<T>> bind_for_slow(P& params, const char* who) {
+    if (!base().initialized())
+      detail::fail<std::logic_error>("nestla: ", who, ": there are no slow weights before the first step");
+    base().bind_params(params, who);
+    return base().views();
+  }
+  void write_buffer(detail::checkpoint_writer& w, const buffer& b) const {
+    const auto& l = base().layout();
+    for (std::size_t i = 0; i < l.count(); ++i)
+      backend_type::download(w.put_array_slot<T>(l.sizes[i]), b.data() + l.offsets[i], l.sizes[i]);
+  }
+  static buffer read_buffer(detail::checkpoint_reader& r, const Layout& l, const char* field) {
+    buffer b(l.total);
+    for (std::size_t i = 0; i < l.count(); ++i)
+      backend_type::upload(b.data() + l.offsets[i], r.get_array<T>(l.sizes[i], field), l.sizes[i]);
+    return b;
+  }
+
+  Inner inner_;
+  LookaheadOptions opts_;
+  buffer slow_, slow_m_;
+  std::uint64_t cycles_ = 0, syncs_ = 0;
+  bool swapped_ = false;
+  bool pending_inner_ = false, pending_sync_ = false;  // scratch between plan_step and commit_step
+};
+
+// Lookahead nested D times around base, levels given innermost first:
+//   nested<2>(Adam<>{}, {{.k = 5, .alpha = 0.5}, {.k = 5, .alpha = 0.5}})  is
+//   Lookahead<Lookahead<Adam<>>>.
+template <int D, class Base>
+struct nested_type {
+  using type = Lookahead<typename nested_type<D - 1, Base>::type>;
+};
+template <class Base>
+struct nested_type<0, Base> {
+  using type = Base;
+};
+template <int D, class Base>
+using nested_t = typename nested_type<D, Base>::type;
+
+namespace detail {
+template <int I, int D, class Opt>
+auto wrap_levels(Opt opt, std::span<const LookaheadOptions> levels) {
+  if constexpr (I == D) {
+    return opt;
+  } else {
+    return wrap_levels<I + 1, D>(Lookahead<Opt>(std::move(opt), levels[I]), levels);
+  }
+}
+}  // namespace detail
+
+template <int D, class Base>
+  requires(D >= 1)
+nested_t<D, Base> nested(Base base, const LookaheadOptions (&levels)[D]) {
+  return detail::wrap_levels<0, D>(std::move(base), std::span<const LookaheadOptions>(levels, D));
+}
+
+// The same from a runtime list (e.g. per-level values from a command line),
+// which must hold exactly D levels.
+template <int D, class Base>
+nested_t<D, Base> nested(Base base, std::span<const LookaheadOptions> levels) {
+  if (levels.size() != static_cast<std::size_t>(D))
+    detail::fail<invalid_option>("nestla: nested<", D, ">: ", levels.size(), " level options given, expected ", D);
+  return detail::wrap_levels<0, D>(std::move(base), levels);
+}
+
+}  // namespace nestla

@@ -1,0 +1,437 @@
+// Machinery every base optimizer shares: binding a parameter set, parameter groups, the step driver, checkpoints.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <istream>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "nestla/detail/checkpoint_io.hpp"
+#include "nestla/error.hpp"
+#include "nestla/parameter_set.hpp"
+#include "nestla/step_plan.hpp"
+
+namespace nestla {
+
+// Per-tensor overrides of a base optimizer's options, as PyTorch's param
+// groups. Unset fields follow the optimizer's own options (and so follow a
+// schedule applied to them); set fields are absolute.
+struct GroupOptions {
+  std::optional<double> lr = std::nullopt;
+  std::optional<double> weight_decay = std::nullopt;
+};
+
+struct ParamGroup {
+  std::vector<std::size_t> tensors;  // indices in the parameter set's order
+  GroupOptions options;
+};
+
+namespace detail {
+
+inline void check_option(bool ok, const char* who, const char* name, double value, const char* rule) {
+  if (!ok) fail<invalid_option>("nestla: ", who, ": ", name, " = ", value, " is invalid (", rule, ")");
+}
+
+inline void validate_group(const GroupOptions& g, const char* who) {
+  if (g.lr) check_option(*g.lr >= 0 && std::isfinite(*g.lr), who, "group lr", *g.lr, "must be finite and >= 0");
+  if (g.weight_decay)
+    check_option(*g.weight_decay >= 0 && std::isfinite(*g.weight_decay), who, "group weight_decay", *g.weight_decay,
+                 "must be finite and >= 0");
+}
+
+inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
+inline constexpr std::uint32_t checkpoint_version = 1;
+inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
+
+template <class T>
+constexpr const char* scalar_name() {
+  if constexpr (std::is_same_v<T, float>) return "float32";
+  else if constexpr (std::is_same_v<T, double>) return "float64";
+  else return "long double";
+}
+
+}  // namespace detail
+
+// CRTP base of SGD, Adam and AdamW. Derived provides
+//   static std::string type_name();
+//   void allocate_own(const Layout&);                // its state buffers, zero
+//   void execute(const StepPlan<T>&);                // one fused pass via Backend::fused_step
+//   void write_own(detail::checkpoint_writer&) const;
+//   void read_own(detail::checkpoint_reader&);
+template <class Derived, class T, class Backend>
+class BaseOptimizer {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "nestla: the scalar type must be float or double");
+
+ public:
+  using scalar_type = T;
+  using backend_type = Backend;
+  using base_type = Derived;
+  static constexpr int depth = 0;
+
+  Derived& base() noexcept { return static_cast<Derived&>(*this); }
+  const Derived& base() const noexcept { return static_cast<const Derived&>(*this); }
+
+  // One training step. Returns whether a cycle completed: always true for a
+  // base optimizer, false only when the non-finite guard skipped the step.
+  template <class P, class G>
+  bool step(P&& params, G&& grads);
+
+  // --- parameter groups ---------------------------------------------------
+  // Puts the tensors with these indices (in the parameter set's order) in a
+  // new group with its own lr and/or weight_decay. Returns the group's id.
+  std::size_t add_param_group(std::vector<std::size_t> tensors, GroupOptions options) {
+    detail::validate_group(options, Derived::type_name().c_str());
+    for (auto t : tensors) {
+      if (initialized_ && t >= layout_.count())
+        detail::fail<layout_error>("nestla: add_param_group: tensor index ", t, " is out of range (the parameter set has ",
+                                   layout_.count(), " tensors)");
+      for (std::size_t g = 0; g < groups_.size(); ++g)
+        for (auto u : groups_[g].tensors)
+          if (u == t) detail::fail<invalid_option>("nestla: add_param_group: tensor ", t, " is already in group ", g);
+    }
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      for (std::size_t j = i + 1; j < tensors.size(); ++j)
+        if (tensors[i] == tensors[j])
+          detail::fail<invalid_option>("nestla: add_param_group: tensor ", tensors[i], " is listed twice");
+    groups_.push_back({std::move(tensors), options});
+    if (initialized_) map_groups(layout_.count(), tensor_group_);
+    return groups_.size() - 1;
+  }
+  void set_param_group(std::size_t group, GroupOptions options) {
+    if (group >= groups_.size())
+      detail::fail<invalid_option>("nestla: set_param_group: group ", group, " does not exist (", groups_.size(),
+                                   " groups)");
+    detail::validate_group(options, Derived::type_name().c_str());
+    groups_[group].options = options;
+  }
+  const std::vector<ParamGroup>& param_groups() const noexcept { return groups_; }
+
+  // Effective hyperparameters of tensor i (after the first step).
+  double lr_of(std::size_t i) const { return override_of(i, &GroupOptions::lr, base().options().lr); }
+  double weight_decay_of(std::size_t i) const {
+    return override_of(i, &GroupOptions::weight_decay, base().options().weight_decay);
+  }
+
+  // --- execution ------------------------------------------------------------
+  // Worker threads for the update pass (1: the calling thread only).
+  void set_threads(unsigned n) { ctx_.pool.set_threads(n); }
+  unsigned threads() const { return ctx_.pool.threads(); }
+  typename Backend::context& context() noexcept { return ctx_; }
+
+  // Opt-in guard: a step whose gradients hold NaN or infinity is skipped
+  // entirely (no state, counter or parameter changes) and counted.
+  void set_skip_nonfinite(bool on) noexcept { guard_ = on; }
+  bool skip_nonfinite() const noexcept { return guard_; }
+  std::uint64_t skipped_steps() const noexcept { return skipped_; }
+  bool last_step_skipped() const noexcept { return last_skipped_; }
+
+  // Steps taken (t in the update rules); skipped steps are not counted.
+  std::uint64_t step_count() const noexcept { return t_; }
+  bool initialized() const noexcept { return initialized_; }
+  const Layout& layout() const noexcept { return layout_; }
+
+  void save(std::ostream& os) const;
+  void load(std::istream& is);
+
+  // --- protocol between the levels of a nested optimizer (not for users) ----
+  bool plan_step(StepPlan<T>&) { return true; }
+  void collect_init(StepPlan<T>&) {}
+  void commit_step() { ++t_; }
+  void initialize_state(const Layout& l) {
+    std::vector<int> map;
+    map_groups(l.count(), map);  // validates before anything changes
+    base().allocate_own(l);
+    layout_ = l;
+    tensor_group_ = std::move(map);
+    initialized_ = true;
+  }
+  // Flattens params (and grads, unless null) into views_, checking them
+  // against the state's layout. Throws before anything is modified.
+  template <class P>
+  void bind_params(P& params, const char* who);
+  template <class P, class G>
+  void bind(P& params, G& grads);
+  std::span<const TensorRef<T>> views() const noexcept { return views_; }
+  Layout pending_layout() const {
+    std::vector<std::size_t> sizes;
+    sizes.reserve(views_.size());
+    for (auto& v : views_) sizes.push_back(v.size);
+    return Layout::of<T>(sizes);
+  }
+  bool note_guard() {
+    last_skipped_ = false;
+    if (guard_ && !Backend::template all_finite<T>(ctx_, views_)) {
+      ++skipped_;
+      last_skipped_ = true;
+      return false;
+    }
+    return true;
+  }
+  void write_state(detail::checkpoint_writer& w) const {
+    w.put<std::uint64_t>(t_);
+    w.put<std::uint64_t>(skipped_);
+    w.put<std::uint64_t>(groups_.size());
+    for (auto& g : groups_) {
+      w.put<std::uint64_t>(g.tensors.size());
+      for (auto t : g.tensors) w.put<std::uint64_t>(t);
+      w.put<std::uint8_t>(g.options.lr.has_value());
+      w.put<double>(g.options.lr.value_or(0));
+      w.put<std::uint8_t>(g.options.weight_decay.has_value());
+      w.put<double>(g.options.weight_decay.value_or(0));
+    }
+    base().write_own(w);
+  }
+  void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
+    t_ = r.get<std::uint64_t>("step count");
+    skipped_ = r.get<std::uint64_t>("skipped steps");
+    const auto ngroups = r.get<std::uint64_t>("group count");
+    if (ngroups > (std::uint64_t(1) << 20)) r.error("implausible group count");
+    groups_.clear();
+    for (std::uint64_t g = 0; g < ngroups; ++g) {
+      ParamGroup pg;
+      const auto n = r.get<std::uint64_t>("group size");
+      if (n > (std::uint64_t(1) << 24)) r.error("implausible group size");
+      for (std::uint64_t i = 0; i < n; ++i) pg.tensors.push_back(r.get<std::uint64_t>("group tensor"));
+      if (r.get<std::uint8_t>("group lr flag")) pg.options.lr = r.get<double>("group lr");
+      else r.get<double>("group lr");
+      if (r.get<std::uint8_t>("group weight_decay flag")) pg.options.weight_decay = r.get<double>("group weight_decay");
+      else r.get<double>("group weight_decay");
+      try {
+        detail::validate_group(pg.options, "checkpoint");
+      } catch (const invalid_option& e) {
+        r.error(e.what());
+      }
+      groups_.push_back(std::move(pg));
+    }
+    if (l) {
+      try {
+        map_groups(l->count(), tensor_group_);
+      } catch (const std::invalid_argument& e) {
+        r.error(e.what());
+      }
+      layout_ = *l;
+      initialized_ = true;
+    } else {
+      layout_ = {};
+      tensor_group_.clear();
+      initialized_ = false;
+    }
+    base().read_own(r);
+  }
+
+ protected:
+  BaseOptimizer() = default;
+
+  // Writes each tensor's segment of a flat state buffer.
+  void write_buffer(detail::checkpoint_writer& w, const typename Backend::template buffer<T>& b) const {
+    for (std::size_t i = 0; i < layout_.count(); ++i)
+      Backend::download(w.put_array_slot<T>(layout_.sizes[i]), b.data() + layout_.offsets[i], layout_.sizes[i]);
+  }
+  typename Backend::template buffer<T> read_buffer(detail::checkpoint_reader& r, const char* field) const {
+    typename Backend::template buffer<T> b(layout_.total);
+    for (std::size_t i = 0; i < layout_.count(); ++i)
+      Backend::upload(b.data() + layout_.offsets[i], r.get_array<T>(layout_.sizes[i], field), layout_.sizes[i]);
+    return b;
+  }
+
+  typename Backend::context ctx_;
+  std::uint64_t t_ = 0;
+
+ private:
+  double override_of(std::size_t i, std::optional<double> GroupOptions::*field, double fallback) const {
+    if (i < tensor_group_.size() && tensor_group_[i] >= 0) {
+      const auto& v = groups_[static_cast<std::size_t>(tensor_group_[i])].options.*field;
+      if (v) return *v;
+    }
+    return fallback;
+  }
+  void map_groups(std::size_t count, std::vector<int>& map) const {
+    map.assign(count, -1);
+    for (std::size_t g = 0; g < groups_.size(); ++g)
+      for (auto t : groups_[g].tensors) {
+        if (t >= count)
+          detail::fail<layout_error>("nestla: param group ", g, " names tensor ", t, ", but the parameter set has ",
+                                     count, " tensors");
+        map[t] = static_cast<int>(g);
+      }
+  }
+
+  Layout layout_;
+  bool initialized_ = false;
+  std::vector<TensorRef<T>> views_;
+  std::vector<ParamGroup> groups_;
+  std::vector<int> tensor_group_;  // per tensor: its group, or -1
+  bool guard_ = false, last_skipped_ = false;
+  std::uint64_t skipped_ = 0;
+};
+
+namespace detail {
+
+template <class P, class T>
+constexpr void check_set_type(const char* what) {
+  (void)what;
+  static_assert(ParameterSet<P>,
+                "nestla: not a parameter set: expected a tensor (std::vector<T>, std::array<T, N>, std::span<T>, "
+                "or a type with a nestla::tensor_traits specialization, e.g. from <nestla/eigen.hpp> or "
+                "<nestla/xtensor.hpp>), or a range or tuple of them");
+  if constexpr (ParameterSet<P>)
+    static_assert(std::is_same_v<set_scalar_t<P>, T>,
+                  "nestla: the parameter set's scalar type differs from the optimizer's (e.g. double tensors given "
+                  "to an optimizer of float)");
+}
+
+// The one step driver for every optimizer, base or nested: bind and check the
+// sets, apply the guard, create the state on the first step, plan which levels
+// sync, run one fused pass, then advance the counters.
+template <class Top, class P, class G>
+bool run_step(Top& top, P& params, G& grads) {
+  auto& b = top.base();
+  b.bind(params, grads);
+  if (!b.note_guard()) return false;
+  using T = typename Top::scalar_type;
+  StepPlan<T> plan;
+  if (!b.initialized()) {
+    top.initialize_state(b.pending_layout());
+    top.collect_init(plan);
+  }
+  const bool done = top.plan_step(plan);
+  b.execute(plan);
+  top.commit_step();
+  return done;
+}
+
+template <class Top>
+void save_checkpoint(const Top& top, std::ostream& os) {
+  using T = typename Top::scalar_type;
+  const auto& b = top.base();
+  checkpoint_writer w;
+  for (char c : checkpoint_magic) w.put<char>(c);
+  w.put<std::uint32_t>(checkpoint_version);
+  w.put<std::uint32_t>(byte_order_mark);
+  w.put_string(Top::type_name());
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(Top::depth));
+  w.put_string(scalar_name<T>());
+  w.put<std::uint8_t>(b.initialized());
+  const auto& l = b.layout();
+  w.put<std::uint64_t>(l.count());
+  for (auto n : l.sizes) w.put<std::uint64_t>(n);
+  top.write_state(w);
+  w.finish_to(os, "save");
+}
+
+// Parses into a copy and commits only when the whole checkpoint was read: a
+// bad checkpoint leaves the optimizer exactly as it was.
+template <class Top>
+void load_checkpoint(Top& top, std::istream& is) {
+  using T = typename Top::scalar_type;
+  checkpoint_reader r(is, "load");
+  for (char c : checkpoint_magic)
+    if (r.get<char>("magic") != c) r.error("not a nestla checkpoint (bad magic tag)");
+  if (!r.checksum_ok()) r.error("checksum mismatch: the checkpoint is damaged");
+  if (auto v = r.get<std::uint32_t>("version"); v != checkpoint_version)
+    r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", checkpoint_version, ")"));
+  if (r.get<std::uint32_t>("byte order") != byte_order_mark) r.error("checkpoint written on a machine of other byte order");
+  if (auto type = r.get_string("optimizer type"); type != Top::type_name())
+    r.error(concat("checkpoint is for optimizer ", type, ", this optimizer is ", Top::type_name()));
+  if (auto d = r.get<std::uint32_t>("depth"); d != static_cast<std::uint32_t>(Top::depth))
+    r.error(concat("checkpoint has nesting depth ", d, ", this optimizer has ", Top::depth));
+  if (auto s = r.get_string("scalar type"); s != scalar_name<T>())
+    r.error(concat("checkpoint holds ", s, " state, this optimizer uses ", scalar_name<T>()));
+  const bool init = r.get<std::uint8_t>("initialized") != 0;
+  const auto count = r.get<std::uint64_t>("tensor count");
+  if (count > (std::uint64_t(1) << 24)) r.error("implausible tensor count");
+  std::vector<std::size_t> sizes;
+  for (std::uint64_t i = 0; i < count; ++i) sizes.push_back(r.get<std::uint64_t>("tensor size"));
+  const auto& cur = top.base().layout();
+  if (top.base().initialized()) {
+    if (!init) r.error("checkpoint was saved before the first step, this optimizer has already stepped");
+    if (sizes.size() != cur.count())
+      r.error(concat("checkpoint has ", sizes.size(), " tensors, this optimizer's state has ", cur.count()));
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      if (sizes[i] != cur.sizes[i])
+        r.error(concat("tensor ", i, " has ", sizes[i], " elements in the checkpoint, ", cur.sizes[i], " here"));
+  }
+  std::optional<Layout> l;
+  if (init) l = Layout::of<T>(sizes);
+  Top staged(top);
+  staged.read_state(r, l);
+  if (!r.at_end()) r.error("trailing data after the optimizer state");
+  top = std::move(staged);
+}
+
+}  // namespace detail
+
+template <class Derived, class T, class Backend>
+template <class P>
+void BaseOptimizer<Derived, T, Backend>::bind_params(P& params, const char* who) {
+  detail::check_set_type<P, T>("parameters");
+  views_.clear();
+  for_each_tensor(params, [&](auto& tensor) {
+    using Tr = tensor_traits<std::remove_cvref_t<decltype(tensor)>>;
+    auto* data = Tr::data(tensor);
+    static_assert(!std::is_const_v<std::remove_pointer_t<decltype(data)>>,
+                  "nestla: the parameters must be writable (a const container or std::span<const T> was given)");
+    views_.push_back(TensorRef<T>{data, nullptr, static_cast<std::size_t>(Tr::size(tensor)), 0});
+  });
+  if (initialized_) {
+    if (views_.size() != layout_.count())
+      detail::fail<layout_error>("nestla: ", who, ": the parameter set has ", views_.size(),
+                                 " tensors, the optimizer's state was created for ", layout_.count());
+    for (std::size_t i = 0; i < views_.size(); ++i) {
+      if (views_[i].size != layout_.sizes[i])
+        detail::fail<layout_error>("nestla: ", who, ": parameter tensor ", i, " has ", views_[i].size,
+                                   " elements, the optimizer's state was created for ", layout_.sizes[i]);
+      views_[i].offset = layout_.offsets[i];
+    }
+  }
+}
+
+template <class Derived, class T, class Backend>
+template <class P, class G>
+void BaseOptimizer<Derived, T, Backend>::bind(P& params, G& grads) {
+  detail::check_set_type<G, T>("gradients");
+  bind_params(params, "step");
+  std::size_t i = 0;
+  for_each_tensor(grads, [&](auto& tensor) {
+    using Tr = tensor_traits<std::remove_cvref_t<decltype(tensor)>>;
+    const std::size_t n = Tr::size(tensor);
+    if (i < views_.size()) {
+      if (n != views_[i].size)
+        detail::fail<layout_error>("nestla: step: gradient tensor ", i, " has ", n, " elements, parameter tensor ", i,
+                                   " has ", views_[i].size);
+      views_[i].grad = Tr::data(tensor);
+    }
+    ++i;
+  });
+  if (i != views_.size())
+    detail::fail<layout_error>("nestla: step: ", i, " gradient tensors for ", views_.size(), " parameter tensors");
+  if (!initialized_) {
+    // Offsets of the layout the first step is about to create.
+    const Layout l = pending_layout();
+    for (std::size_t k = 0; k < views_.size(); ++k) views_[k].offset = l.offsets[k];
+  }
+}
+
+template <class Derived, class T, class Backend>
+template <class P, class G>
+bool BaseOptimizer<Derived, T, Backend>::step(P&& params, G&& grads) {
+  return detail::run_step(base(), params, grads);
+}
+
+template <class Derived, class T, class Backend>
+void BaseOptimizer<Derived, T, Backend>::save(std::ostream& os) const {
+  detail::save_checkpoint(base(), os);
+}
+
+template <class Derived, class T, class Backend>
+void BaseOptimizer<Derived, T, Backend>::load(std::istream& is) {
+  detail::load_checkpoint(base(), is);
+}
+
+}  // namespace nestla

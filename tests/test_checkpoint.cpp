@@ -1,0 +1,139 @@
+// Checkpoints: bit-identical resumption mid-cycle, and every damaged or mismatched checkpoint rejected with nothing changed.
+#include <doctest/doctest.h>
+
+#include <nestla/nestla.hpp>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "reference.hpp"
+
+using nestla::Momentum;
+
+namespace {
+
+using Opt = nestla::nested_t<2, nestla::Adam<float>>;
+
+Opt make() {
+  auto o = nestla::nested<2>(nestla::Adam<float>({.lr = 0.01, .amsgrad = true}),
+                             {{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback},
+                              {.k = 2, .alpha = 0.8, .momentum = Momentum::pullback}});
+  o.base().add_param_group({1}, {.weight_decay = 0.0});
+  return o;
+}
+
+std::string bytes(const auto& opt) {
+  std::ostringstream os;
+  opt.save(os);
+  return os.str();
+}
+
+struct run {
+  std::vector<std::vector<float>> p{std::vector<float>(41, 0.5f), std::vector<float>(7, -0.25f)};
+  std::vector<std::vector<float>> g{std::vector<float>(41), std::vector<float>(7)};
+  ref::grad_source src;
+  template <class O>
+  void steps(O& opt, int n) {
+    for (int s = 0; s < n; ++s) {
+      for (auto& t : g)
+        for (auto& x : t) x = static_cast<float>(src.next());
+      opt.step(p, g);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("resuming from a checkpoint taken mid-cycle is bit-identical to never stopping") {
+  run a, b;
+  Opt straight = make(), first = make();
+  a.steps(straight, 25);
+  b.steps(first, 10);  // 10 = mid inner cycle (3) and mid outer cycle (6)
+  std::stringstream ss;
+  first.save(ss);
+  Opt resumed = make();
+  resumed.base().set_lr(0.5);  // everything, options included, comes from the checkpoint
+  resumed.load(ss);
+  CHECK(resumed.base().options().lr == 0.01);
+  CHECK(bytes(resumed) == bytes(first));
+  b.steps(resumed, 15);
+  CHECK(a.p == b.p);
+  CHECK(bytes(resumed) == bytes(straight));
+}
+
+TEST_CASE("a checkpoint of a fresh optimizer round-trips") {
+  Opt a = make(), b = make();
+  b.inner().set_alpha(0.3);
+  std::stringstream ss;
+  a.save(ss);
+  b.load(ss);
+  CHECK(b.inner().options().alpha == 0.5);
+  CHECK(!b.base().initialized());
+}
+
+TEST_CASE("damaged and mismatched checkpoints are rejected and change nothing") {
+  run r;
+  Opt opt = make();
+  r.steps(opt, 4);
+  const std::string good = bytes(opt);
+  const std::string before = good;
+
+  auto rejects = [&](auto& target, const std::string& data, const std::string& needle) {
+    const std::string was = bytes(target);
+    std::istringstream is(data);
+    std::string message;
+    try {
+      target.load(is);
+    } catch (const nestla::checkpoint_error& e) {
+      message = e.what();
+    }
+    CAPTURE(message);
+    CHECK(message.find(needle) != std::string::npos);
+    CHECK(bytes(target) == was);
+  };
+
+  SUBCASE("truncated") {
+    rejects(opt, good.substr(0, good.size() / 2), "checksum");
+    rejects(opt, good.substr(0, 3), "truncated");
+    rejects(opt, "", "empty");
+  }
+  SUBCASE("one flipped byte in the state") {
+    std::string bad = good;
+    bad[bad.size() / 2] ^= 0x10;
+    rejects(opt, bad, "checksum mismatch");
+  }
+  SUBCASE("not a checkpoint") {
+    std::string bad = good;
+    bad[0] = 'X';
+    rejects(opt, bad, "bad magic");
+  }
+  SUBCASE("other optimizer type") {
+    auto sgd = nestla::nested<2>(nestla::SGD<float>({.lr = 0.1}), {{.k = 3}, {.k = 2}});
+    run r2;
+    r2.steps(sgd, 2);
+    rejects(opt, bytes(sgd), "checkpoint is for optimizer Lookahead<Lookahead<SGD>>");
+    rejects(sgd, good, "this optimizer is Lookahead<Lookahead<SGD>>");
+  }
+  SUBCASE("other depth") {
+    nestla::Lookahead one(nestla::Adam<float>({.lr = 0.01}), {.k = 3});
+    rejects(opt, bytes(one), "Lookahead<Adam>");
+  }
+  SUBCASE("other scalar type") {
+    auto dbl = nestla::nested<2>(nestla::Adam<double>({.lr = 0.01, .amsgrad = true}), {{.k = 3}, {.k = 2}});
+    rejects(dbl, good, "float32");
+  }
+  SUBCASE("other tensor sizes") {
+    Opt other = make();
+    std::vector<std::vector<float>> p{std::vector<float>(40, 0.5f), std::vector<float>(7)}, g = p;
+    other.step(p, g);
+    rejects(other, good, "tensor 0 has 41 elements in the checkpoint, 40 here");
+    rejects(opt, bytes(other), "tensor 0 has 40 elements in the checkpoint, 41 here");
+  }
+  SUBCASE("a failing stream") {
+    std::istringstream is(good);
+    is.setstate(std::ios::badbit);
+    CHECK_THROWS_AS(opt.load(is), nestla::checkpoint_error);
+    CHECK(bytes(opt) == before);
+  }
+}

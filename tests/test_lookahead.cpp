@@ -1,0 +1,203 @@
+// Lookahead and Nested Lookahead against the unfused reference loops, bit for bit, at depths 1 to 4.
+#include <doctest/doctest.h>
+
+#include <nestla/nestla.hpp>
+
+#include <array>
+#include <stdexcept>
+#include <vector>
+
+#include "reference.hpp"
+
+using nestla::Lookahead;
+using nestla::LookaheadOptions;
+using nestla::Momentum;
+
+namespace {
+
+constexpr Momentum policies[] = {Momentum::keep, Momentum::reset, Momentum::pullback};
+
+template <class T>
+std::vector<T> initial(std::size_t n) {
+  std::vector<T> p(n);
+  for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<T>(0.01 * static_cast<double>(i % 97) - 0.3);
+  return p;
+}
+
+template <class T>
+auto reference_for(const nestla::SGDOptions& o) {
+  auto step = [o](ref::base_state<T>& s, std::vector<T>& p, const std::vector<T>& g) { ref::sgd_step(o, s, p, g); };
+  ref::nested<T, decltype(step)> r{step, {}, {}};
+  r.has_moment = o.momentum != 0;
+  return r;
+}
+template <class T>
+auto reference_for(const nestla::AdamOptions& o) {
+  auto step = [o](ref::base_state<T>& s, std::vector<T>& p, const std::vector<T>& g) { ref::adam_step(o, s, p, g); };
+  return ref::nested<T, decltype(step)>{step, {}, {}};
+}
+
+// Runs nestla's optimizer and the reference side by side; every parameter and
+// every returned cycle flag must agree exactly.
+template <class T, class Opt, class Ref>
+void compare(Opt& opt, Ref& r, int steps, std::size_t n = 37) {
+  auto p = initial<T>(n), q = p;
+  std::vector<T> g;
+  ref::grad_source src;
+  int cycles = 0;
+  for (int s = 0; s < steps; ++s) {
+    src.fill(p, g);
+    const bool a = opt.step(p, g);
+    const bool b = r.step(q, g);
+    REQUIRE(a == b);
+    cycles += a;
+    REQUIRE(p == q);
+  }
+  CHECK(cycles > 0);
+}
+
+template <int D, class T, class BaseOpts>
+void all_policies(const BaseOpts& bo, const std::array<int, D>& ks, const std::array<double, D>& alphas, int steps) {
+  int combos = 1;
+  for (int i = 0; i < D; ++i) combos *= 3;
+  for (int c = 0; c < combos; ++c) {
+    LookaheadOptions lv[D];
+    auto r = reference_for<T>(bo);
+    for (int i = 0, cc = c; i < D; ++i, cc /= 3) {
+      lv[i] = {.k = ks[i], .alpha = alphas[i], .momentum = policies[cc % 3]};
+      r.levels.push_back({lv[i], {}, {}, 0});
+    }
+    CAPTURE(c);
+    using Base = std::conditional_t<std::is_same_v<BaseOpts, nestla::SGDOptions>, nestla::SGD<T>, nestla::Adam<T>>;
+    auto opt = nestla::nested<D>(Base(bo), lv);
+    compare<T>(opt, r, steps);
+  }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("Lookahead over SGD and Adam equals the reference at every policy", T, float, double) {
+  all_policies<1, T>(nestla::SGDOptions{.lr = 0.05, .momentum = 0.9}, {5}, {0.5}, 23);
+  all_policies<1, T>(nestla::AdamOptions{.lr = 0.01}, {5}, {0.5}, 23);
+  all_policies<1, T>(nestla::SGDOptions{.lr = 0.05}, {3}, {0.8}, 10);  // no first moment: policies are no-ops
+}
+
+TEST_CASE_TEMPLATE("Nested Lookahead depth 2 equals the reference at all 9 policy pairs", T, float, double) {
+  all_policies<2, T>(nestla::SGDOptions{.lr = 0.05, .momentum = 0.9, .nesterov = true}, {3, 2}, {0.5, 0.8}, 27);
+  all_policies<2, T>(nestla::AdamOptions{.lr = 0.01, .weight_decay = 0.01}, {3, 2}, {0.5, 0.8}, 27);
+}
+
+TEST_CASE("Nested Lookahead depth 3 equals the reference at all 27 policy triples") {
+  all_policies<3, double>(nestla::AdamOptions{.lr = 0.01}, {2, 3, 2}, {0.5, 0.7, 0.9}, 30);
+  all_policies<3, float>(nestla::SGDOptions{.lr = 0.05, .momentum = 0.5, .dampening = 0.1}, {2, 3, 2},
+                         {0.5, 0.7, 0.9}, 30);
+}
+
+TEST_CASE("depth 4 compiles, runs and equals the reference") {
+  LookaheadOptions lv[4] = {{2, 0.5, Momentum::pullback}, {2, 0.6, Momentum::reset}, {2, 0.7, Momentum::keep},
+                            {2, 0.8, Momentum::pullback}};
+  auto opt = nestla::nested<4>(nestla::Adam<double>({.lr = 0.01}), lv);
+  static_assert(std::is_same_v<decltype(opt), Lookahead<Lookahead<Lookahead<Lookahead<nestla::Adam<double>>>>>>);
+  static_assert(decltype(opt)::depth == 4);
+  auto r = reference_for<double>(nestla::AdamOptions{.lr = 0.01});
+  for (auto& o : lv) r.levels.push_back({o, {}, {}, 0});
+  compare<double>(opt, r, 40);
+  CHECK(opt.syncs() == 40 / 16);
+  CHECK(opt.inner().inner().inner().syncs() == 20);
+}
+
+TEST_CASE("Lookahead with k = 1 and alpha = 1 is its inner optimizer, step for step") {
+  nestla::Adam<double> plain({.lr = 0.01, .amsgrad = true});
+  Lookahead la(nestla::Adam<double>({.lr = 0.01, .amsgrad = true}), {.k = 1, .alpha = 1.0});
+  Lookahead la2(Lookahead(nestla::SGD<double>({.lr = 0.1, .momentum = 0.9}), {.k = 1, .alpha = 1.0}),
+                {.k = 1, .alpha = 1.0});
+  nestla::SGD<double> sgd({.lr = 0.1, .momentum = 0.9});
+  auto a = initial<double>(50), b = a, c = a, d = a;
+  std::vector<double> g;
+  ref::grad_source src;
+  for (int s = 0; s < 30; ++s) {
+    src.fill(a, g);
+    CHECK(plain.step(a, g));
+    CHECK(la.step(b, g));
+    CHECK(la2.step(c, g));
+    sgd.step(d, g);
+    REQUIRE(a == b);
+    REQUIRE(c == d);
+  }
+}
+
+TEST_CASE("nested<1> builds the same optimizer as Lookahead") {
+  auto n1 = nestla::nested<1>(nestla::SGD<float>({.lr = 0.1, .momentum = 0.9}), {{.k = 4, .alpha = 0.3}});
+  Lookahead la(nestla::SGD<float>({.lr = 0.1, .momentum = 0.9}), {.k = 4, .alpha = 0.3});
+  static_assert(std::is_same_v<decltype(n1), decltype(la)>);
+  auto a = initial<float>(40), b = a;
+  std::vector<float> g;
+  ref::grad_source src;
+  for (int s = 0; s < 17; ++s) {
+    src.fill(a, g);
+    CHECK(n1.step(a, g) == la.step(b, g));
+    REQUIRE(a == b);
+  }
+}
+
+TEST_CASE("class template argument deduction nests by wrapping") {
+  nestla::Lookahead outer{nestla::Lookahead{nestla::Adam<double>{{.lr = 0.1}}, {.k = 5, .alpha = 0.5}},
+                          {.k = 2, .alpha = 0.5, .momentum = Momentum::pullback}};
+  static_assert(std::is_same_v<decltype(outer), Lookahead<Lookahead<nestla::Adam<double>>>>);
+  CHECK(outer.options().k == 2);
+  CHECK(outer.inner().options().k == 5);
+  CHECK(outer.base().options().lr == 0.1);
+  std::vector<int> ks;
+  outer.for_each_level([&](auto& level) { ks.push_back(level.options().k); });
+  CHECK(ks == std::vector<int>{5, 2});
+}
+
+TEST_CASE("the outer level syncs right after every k-th inner sync") {
+  auto opt = nestla::nested<2>(nestla::SGD<double>({.lr = 0.1}), {{.k = 3, .alpha = 0.5}, {.k = 2, .alpha = 0.5}});
+  std::vector<double> w{1.0}, g{1.0};
+  std::vector<int> outer_syncs;
+  for (int s = 1; s <= 18; ++s)
+    if (opt.step(w, g)) outer_syncs.push_back(s);
+  CHECK(outer_syncs == std::vector<int>{6, 12, 18});
+  CHECK(opt.inner().syncs() == 6);
+  // After an outer sync theta = phi = omega.
+  CHECK(w[0] == opt.slow_weights().data()[0]);
+  CHECK(w[0] == opt.inner().slow_weights().data()[0]);
+}
+
+TEST_CASE("schedules from outside: options are settable and validated") {
+  auto opt = nestla::nested<2>(nestla::Adam<double>({.lr = 0.01}), {{.k = 5, .alpha = 0.5}, {.k = 5, .alpha = 0.5}});
+  opt.base().set_lr(0.001);
+  CHECK(opt.base().options().lr == 0.001);
+  opt.inner().set_alpha(0.8);
+  CHECK(opt.inner().options().alpha == 0.8);
+  CHECK_THROWS_AS(opt.set_alpha(1.5), std::invalid_argument);
+  CHECK(opt.options().alpha == 0.5);
+  auto o = opt.options();
+  o.momentum = Momentum::pullback;
+  std::vector<double> w{1.0, 2.0}, g{0.1, 0.1};
+  opt.step(w, g);
+  opt.set_options(o);  // switched to pullback after the first step: slow momenta start at zero
+  CHECK(opt.slow_momentum().size() == opt.slow_weights().size());
+  for (int s = 0; s < 30; ++s) opt.step(w, g);
+}
+
+TEST_CASE("evaluating at the slow weights: swap in, swap back, finish on them") {
+  Lookahead opt(nestla::Adam<double>({.lr = 0.1}), {.k = 4, .alpha = 0.5});
+  std::vector<double> w{1.0, -1.0, 0.5}, g{0.3, -0.2, 0.1};
+  for (int s = 0; s < 6; ++s) opt.step(w, g);  // mid-cycle: fast and slow differ
+  const auto fast = w;
+  const std::vector<double> slow(opt.slow_weights().data(), opt.slow_weights().data() + 3);
+  CHECK(fast != slow);
+  opt.swap_slow_weights(w);
+  CHECK(w == slow);
+  CHECK(opt.slow_weights_swapped_in());
+  CHECK_THROWS_AS(opt.step(w, g), std::logic_error);
+  CHECK_THROWS_AS(opt.copy_slow_weights_to(w), std::logic_error);
+  opt.swap_slow_weights(w);
+  CHECK(w == fast);
+  opt.copy_slow_weights_to(w);
+  CHECK(w == slow);
+  Lookahead fresh(nestla::Adam<double>(), {});
+  CHECK_THROWS_AS(fresh.swap_slow_weights(w), std::logic_error);
+}
