@@ -18,5 +18,5 @@ if found == 0:
     bad.append("(no snippets found in README.md)")
 for b in bad:
     print(f"README snippet differs from {b}", file=sys.stderr)
-print(f"README snippets: {found - len(bad) if found else 0} passed, {len(bad)} failed")
+print(f"snippets: {found - len(bad) if found else 0} passed, {len(bad)} failed")
 sys.exit(1 if bad else 0)
