@@ -229,10 +229,10 @@ TEST_CASE("golden: base optimizers match torch.optim") { CHECK(check_depths(0, 0
 
 TEST_CASE("golden: Lookahead matches the reference") { CHECK(check_depths(1, 1) == 6); }
 
-TEST_CASE("golden: nested Lookahead, depth 2") { CHECK(check_depths(2, 2) == 18); }
+TEST_CASE("golden: nested Lookahead depth 2") { CHECK(check_depths(2, 2) == 18); }
 
 TEST_CASE("golden: Lookahead(Lookahead(A)) composed by hand equals nested<2>") {
   CHECK(check_depths(2, 2, /*composed=*/true) == 18);
 }
 
-TEST_CASE("golden: nested Lookahead, depth 3") { CHECK(check_depths(3, 3) == 2); }
+TEST_CASE("golden: nested Lookahead depth 3") { CHECK(check_depths(3, 3) == 2); }
