@@ -178,7 +178,7 @@ void Conv2d<S>::col2im(const S* col, Shape in, Shape out, int first_image, int i
           for (int kx = 0; kx < k_; ++kx) {
             const int tx = ix + pad_ - kx;
             if (tx < 0) break;
-            if (tx % stride_ != 0 || tx / stride_ >= out.w || kx == k_ - 1) continue;
+            if (tx % stride_ != 0 || tx / stride_ >= out.w) continue;
             const int ox = tx / stride_;
             const S* __restrict s = cimg + (std::size_t(oy) * out.w + ox) * K + (std::size_t(ky) * k_ + kx) * C;
             for (std::size_t c = 0; c < C; ++c) d[c] += s[c];
@@ -471,7 +471,7 @@ void BatchNorm2d<S>::backward(const S* weight, const S* x, const S* y, const S* 
     const double b = -a * inv * dgamma / M;
     ca[u] = S(a);
     cb[u] = S(b);
-    cd[u] = S(-a * dbeta / M - b * double(mp[u]));
+    cd[u] = S(-b * double(mp[u]));
   }
   const S* pa = ca;
   const S* pb = cb;
