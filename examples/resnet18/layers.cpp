@@ -471,7 +471,7 @@ void BatchNorm2d<S>::backward(const S* weight, const S* x, const S* y, const S* 
     const double b = -a * inv * dgamma / M;
     ca[u] = S(a);
     cb[u] = S(b);
-    cd[u] = S(-b * double(mp[u]));
+    cd[u] = S(-a * dbeta / M - b * double(mp[u]));
   }
   const S* pa = ca;
   const S* pb = cb;
