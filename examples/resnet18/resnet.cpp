@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <istream>
 #include <map>
+#include <numbers>
 #include <ostream>
 #include <sstream>
 
@@ -273,19 +274,36 @@ ResNet18<S>::ResNet18(const ModelConfig& config) : config_(config) {
 
 template <class S>
 void ResNet18<S>::initialize() {
-  Rng rng(config_.seed);
-  for (std::size_t i = 0; i < params_info_.size(); ++i) {
-    const ParameterInfo& p = params_info_[i];
+  // Blocks of 2^16 elements with their own streams: the draw parallelizes (11M normals
+  // take about 0.4 s on one core) and stays the same for any thread count.
+  constexpr std::size_t kBlock = std::size_t(1) << 16;
+  struct Task {
+    std::size_t tensor, begin, end;
+  };
+  std::vector<Task> tasks;
+  for (std::size_t t = 0; t < params_info_.size(); ++t)
+    for (std::size_t b = 0; b < params_info_[t].size; b += kBlock)
+      tasks.push_back({t, b, std::min(params_info_[t].size, b + kBlock)});
+  const double fc_bound = 1.0 / std::sqrt(double(params_info_[std::size_t(fc_weight_)].shape[1]));
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    const Task& task = tasks[i];
+    const ParameterInfo& p = params_info_[task.tensor];
     S* w = params_.data() + p.offset;
-    if (int(i) == fc_weight_ || int(i) == fc_bias_) {
-      const double bound = 1.0 / std::sqrt(double(params_info_[std::size_t(fc_weight_)].shape[1]));
-      for (std::size_t j = 0; j < p.size; ++j) w[j] = S(rng.uniform(-bound, bound));
+    Rng rng(mix64(mix64(config_.seed, task.tensor), task.begin / kBlock));
+    if (int(task.tensor) == fc_weight_ || int(task.tensor) == fc_bias_) {
+      for (std::size_t j = task.begin; j < task.end; ++j) w[j] = S(rng.uniform(-fc_bound, fc_bound));
     } else if (p.shape.size() == 4) {
       const double std = std::sqrt(2.0 / (double(p.shape[0]) * p.shape[1] * p.shape[2]));
-      for (std::size_t j = 0; j < p.size; ++j) w[j] = S(std * rng.normal());
+      // Box-Muller, both outputs used.
+      for (std::size_t j = task.begin; j < task.end; j += 2) {
+        const double r = std * std::sqrt(-2.0 * std::log(1.0 - rng.uniform()));
+        const double a = 2.0 * std::numbers::pi * rng.uniform();
+        w[j] = S(r * std::cos(a));
+        if (j + 1 < task.end) w[j + 1] = S(r * std::sin(a));
+      }
     } else {
-      const bool is_weight = p.name.ends_with(".weight");
-      std::fill_n(w, p.size, S(is_weight ? 1 : 0));
+      std::fill(w + task.begin, w + task.end, S(p.name.ends_with(".weight") ? 1 : 0));
     }
   }
   for (const ParameterInfo& b : buffers_info_)

@@ -18,11 +18,13 @@
 // Conv weights are stored [out][kh][kw][in] (channels_last; PyTorch's [out][in][kh][kw]
 // permuted), fc.weight is [out][in] as in PyTorch.
 //
-// Initialization (deterministic for a seed): one resnet18::Rng (rng.hpp: mt19937_64 and
-// Box-Muller, identical on every standard library) seeded with ModelConfig::seed draws
-// the tensors in parameter order. Conv weights ~ N(0, 2/(out*k*k)) (kaiming_normal_,
-// mode fan_out, relu), batch-norm weight 1 and bias 0, fc weight and bias
-// ~ U(-1/sqrt(in), 1/sqrt(in)) (PyTorch's nn.Linear default). Running means 0, variances 1.
+// Initialization (deterministic for a seed, whatever the thread count): each tensor is
+// drawn in blocks of 65536 elements, block b of tensor t from
+// resnet18::Rng(mix64(mix64(seed, t), b)) (rng.hpp: mt19937_64, same values with every
+// standard library), normals by Box-Muller using both outputs. Conv weights
+// ~ N(0, 2/(out*k*k)) (kaiming_normal_, mode fan_out, relu), batch-norm weight 1 and bias 0,
+// fc weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)) (nn.Linear's default). Running means 0,
+// running variances 1.
 //
 // Memory: activations, gradients and scratch are allocated for the largest batch seen
 // and reused; a step allocates nothing. Every forward keeps what backward needs, so the
