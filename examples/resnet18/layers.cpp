@@ -408,52 +408,91 @@ void BatchNorm2d<S>::forward(const BatchNormParams<S>& p, const S* x, std::size_
   bn_apply<S>(C, pixels, x, scale, shift, residual, relu, y);
 }
 
+namespace {
+
+// Pass 1 of the backward over pixels [b, e): per-channel sums of g and g*(x - mean), with
+// g = dy masked by the ReLU, and g stored as the residual's gradient. Compile-time variants
+// keep the inner loop free of branches so that it vectorizes.
+template <class S, bool Relu, bool WriteResidual>
+void bn_grad_sums(int C, std::size_t b, std::size_t e, const S* x, const S* y, const S* dy, const S* mean,
+                  S* dresidual, S* acc, double* part) {
+  S* __restrict ag = acc;
+  S* __restrict agx = acc + C;
+  for (std::size_t i0 = b; i0 < e; i0 += 256) {
+    const std::size_t i1 = std::min(e, i0 + 256);
+    std::fill_n(acc, 2 * std::size_t(C), S(0));
+    for (std::size_t i = i0; i < i1; ++i) {
+      const S* __restrict xi = x + i * C;
+      const S* __restrict yi = y + i * C;
+      const S* dyi = dy + i * C;
+      S* dri = WriteResidual ? dresidual + i * C : nullptr;
+#pragma omp simd
+      for (int c = 0; c < C; ++c) {
+        S g = dyi[c];
+        if constexpr (Relu) g = yi[c] > S(0) ? g : S(0);
+        ag[c] += g;
+        agx[c] += g * (xi[c] - mean[c]);
+        if constexpr (WriteResidual) dri[c] = g;
+      }
+    }
+    for (int c = 0; c < 2 * C; ++c) part[c] += double(acc[c]);
+  }
+}
+
+// Pass 2: dx = a*g + b*x + d per channel.
+template <class S, bool Relu>
+void bn_grad_apply(int C, std::size_t M, const S* x, const S* y, const S* dy, const S* ca, const S* cb, const S* cd,
+                   S* dx) {
+  const int T = threads_for(M * std::size_t(C));
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (std::size_t i = 0; i < M; ++i) {
+    const S* __restrict xi = x + i * C;
+    const S* __restrict yi = y + i * C;
+    const S* dyi = dy + i * C;  // may alias dx: each element is read before it is written
+    S* dxi = dx + i * C;
+#pragma omp simd
+    for (int c = 0; c < C; ++c) {
+      S g = dyi[c];
+      if constexpr (Relu) g = yi[c] > S(0) ? g : S(0);
+      dxi[c] = ca[c] * g + cb[c] * xi[c] + cd[c];
+    }
+  }
+}
+
+}  // namespace
+
 template <class S>
 void BatchNorm2d<S>::backward(const S* weight, const S* x, const S* y, const S* dy, std::size_t pixels, S* dweight,
                               S* dbias, S* dx, S* dresidual, bool relu) {
   const int C = c_;
   const S* mp = mean_.data();
-  double* sums = sums_.data();  // [sum g | sum g*(x-mean)]
-  // Both sums in one pass: channel_sums accumulates 2C values per pixel.
-  {
-    const int T = threads_for(pixels * std::size_t(C));
-    const std::size_t C2 = 2 * std::size_t(C);
-    if (partial_.size() < std::size_t(T) * C2) partial_.resize(std::size_t(T) * C2);
-    std::fill_n(partial_.data(), std::size_t(T) * C2, 0.0);
+  const std::size_t C2 = 2 * std::size_t(C);
+  const int T = threads_for(pixels * std::size_t(C));
+  if (partial_.size() < std::size_t(T) * C2) partial_.resize(std::size_t(T) * C2);
+  std::fill_n(partial_.data(), std::size_t(T) * C2, 0.0);
 #pragma omp parallel num_threads(T)
-    {
-      const int t = omp_get_thread_num();
-      const int nt = omp_get_num_threads();
-      thread_local std::vector<S> acc;
-      if (acc.size() < C2) acc.resize(C2);
-      S* __restrict ag = acc.data();
-      S* __restrict agx = acc.data() + C;
-      double* part = partial_.data() + std::size_t(t) * C2;
-      const std::size_t b = split(pixels, t, nt);
-      const std::size_t e = split(pixels, t + 1, nt);
-      for (std::size_t i0 = b; i0 < e; i0 += 256) {
-        const std::size_t i1 = std::min(e, i0 + 256);
-        std::fill_n(ag, C2, S(0));
-        for (std::size_t i = i0; i < i1; ++i) {
-          const S* __restrict xi = x + i * C;
-          const S* yi = y + i * C;
-          const S* dyi = dy + i * C;
-          S* dri = dresidual != nullptr ? dresidual + i * C : nullptr;
-          for (int c = 0; c < C; ++c) {
-            const S g = relu ? (yi[c] > S(0) ? dyi[c] : S(0)) : dyi[c];
-            ag[c] += g;
-            agx[c] += g * (xi[c] - mp[c]);
-            if (dri != nullptr) dri[c] = g;
-          }
-        }
-        for (std::size_t c = 0; c < C2; ++c) part[c] += double(acc[c]);
-      }
-    }
-    for (std::size_t c = 0; c < C2; ++c) {
-      double s = 0;
-      for (int t = 0; t < T; ++t) s += partial_[std::size_t(t) * C2 + c];
-      sums[c] = s;
-    }
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    thread_local std::vector<S> acc;
+    if (acc.size() < C2) acc.resize(C2);
+    double* part = partial_.data() + std::size_t(t) * C2;
+    const std::size_t b = split(pixels, t, nt);
+    const std::size_t e = split(pixels, t + 1, nt);
+    if (relu && dresidual != nullptr)
+      bn_grad_sums<S, true, true>(C, b, e, x, y, dy, mp, dresidual, acc.data(), part);
+    else if (relu)
+      bn_grad_sums<S, true, false>(C, b, e, x, y, dy, mp, dresidual, acc.data(), part);
+    else if (dresidual != nullptr)
+      bn_grad_sums<S, false, true>(C, b, e, x, y, dy, mp, dresidual, acc.data(), part);
+    else
+      bn_grad_sums<S, false, false>(C, b, e, x, y, dy, mp, dresidual, acc.data(), part);
+  }
+  double* sums = sums_.data();  // [sum g | sum g*(x-mean)]
+  for (std::size_t c = 0; c < C2; ++c) {
+    double s = 0;
+    for (int t = 0; t < T; ++t) s += partial_[std::size_t(t) * C2 + c];
+    sums[c] = s;
   }
   // dx = gamma*invstd*(g - mean(g) - xhat*mean(g*xhat)) = a*g + b*x + d per channel.
   S* ca = coef_.data();
@@ -473,21 +512,10 @@ void BatchNorm2d<S>::backward(const S* weight, const S* x, const S* y, const S* 
     cb[u] = S(b);
     cd[u] = S(-a * dbeta / M - b * double(mp[u]));
   }
-  const S* pa = ca;
-  const S* pb = cb;
-  const S* pd = cd;
-  const int T = threads_for(pixels * std::size_t(C));
-#pragma omp parallel for num_threads(T) schedule(static)
-  for (std::size_t i = 0; i < pixels; ++i) {
-    const S* __restrict xi = x + i * C;
-    const S* yi = y + i * C;
-    const S* dyi = dy + i * C;  // may alias dx
-    S* dxi = dx + i * C;
-    if (relu)
-      for (int c = 0; c < C; ++c) dxi[c] = pa[c] * (yi[c] > S(0) ? dyi[c] : S(0)) + pb[c] * xi[c] + pd[c];
-    else
-      for (int c = 0; c < C; ++c) dxi[c] = pa[c] * dyi[c] + pb[c] * xi[c] + pd[c];
-  }
+  if (relu)
+    bn_grad_apply<S, true>(C, pixels, x, y, dy, ca, cb, cd, dx);
+  else
+    bn_grad_apply<S, false>(C, pixels, x, y, dy, ca, cb, cd, dx);
 }
 
 // ------------------------------------------------------------------- elementwise layers
