@@ -1,0 +1,70 @@
+// The trainer's CPU backend.
+#include "cpu_backend.hpp"
+
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <ostream>
+#include <sstream>
+
+namespace resnet18 {
+
+int set_process_threads(int threads) {
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    Eigen::setNbThreads(threads);
+  }
+  return omp_get_max_threads();
+}
+
+namespace {
+OptimizerSpec with_groups(OptimizerSpec spec, const ResNet18<float>& model, bool no_decay_bn_bias) {
+  spec.no_decay_tensors.clear();
+  if (no_decay_bn_bias) {
+    const std::vector<bool> flags = model.no_weight_decay();
+    for (std::size_t i = 0; i < flags.size(); ++i)
+      if (flags[i]) spec.no_decay_tensors.push_back(i);
+  }
+  return spec;
+}
+}  // namespace
+
+CpuBackend::CpuBackend(const CpuBackendOptions& o)
+    : threads_(set_process_threads(o.threads)),
+      model_(o.model),
+      params_(model_.parameters()),
+      grads_(model_.gradients()),
+      optimizer_(make_optimizer<EigenParams>(with_groups(o.optimizer, model_, o.no_decay_bn_bias))) {
+  optimizer_->set_threads(static_cast<unsigned>(threads_));
+}
+
+std::string CpuBackend::describe() const {
+  const ModelConfig& c = model_.config();
+  std::ostringstream s;
+  s << "cpu, " << threads_ << (threads_ == 1 ? " thread" : " threads") << "; ResNet-18 width " << c.width << ", "
+    << (c.stem == Stem::cifar ? "cifar" : "imagenet") << " stem, " << c.in_channels << "x" << c.image_size << "x"
+    << c.image_size << " input, " << model_.num_parameters() << " parameters; " << optimizer_->describe();
+  return s.str();
+}
+
+BatchResult CpuBackend::train_step(const float* images, const std::int32_t* labels, int n) {
+  const BatchResult r = model_.train_step(images, labels, n);
+  optimizer_->step(params_, grads_);
+  return r;
+}
+
+BatchResult CpuBackend::evaluate(const float* images, const std::int32_t* labels, int n) {
+  return model_.evaluate(images, labels, n);
+}
+
+std::vector<std::pair<std::string, double>> CpuBackend::optimizer_metrics() const {
+  std::vector<std::pair<std::string, double>> out;
+  const auto syncs = optimizer_->syncs();
+  for (std::size_t i = 0; i < syncs.size(); ++i)
+    out.emplace_back("syncs_level" + std::to_string(i + 1), static_cast<double>(syncs[i]));
+  return out;
+}
+
+void CpuBackend::print_profile(std::ostream& out) const { model_.profile().print(out, false); }
+
+}  // namespace resnet18
