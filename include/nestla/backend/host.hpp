@@ -13,7 +13,116 @@
 #include "nestla/detail/thread_pool.hpp"
 #include "nestla/step_plan.hpp"
 
+// Adam's update does a sqrt and two divisions per element. With the 16-byte
+// vectors a build without -mavx512f gets (plain -O2: SSE2), those alone take
+// longer than moving the step's 28 bytes per element on current x86 cores
+// (benchmarks/RESULTS.md has the counts). So GCC builds for x86-64 below
+// AVX-512 also compile the update's SIMD body for AVX-512 and pick it at run
+// time when the CPU has it. sqrt, division, multiplication and addition round
+// the same in every vector width, so results keep every bit.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__)
+#define NESTLA_HOST_AVX512_DISPATCH 1
+#include <immintrin.h>
+#endif
+
 namespace nestla {
+
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+namespace detail::wide {
+
+// 64 bytes of T. Storage is a plain array, so that passing one by value has
+// the same ABI in every target (memory), inlined or not, at any -O level.
+// Arithmetic goes through GCC vector types; the operators are AVX-512
+// functions, inlined into the AVX-512 update body by its flatten attribute.
+template <class T>
+struct vec512 {
+  static constexpr std::size_t size = 64 / sizeof(T);
+  typedef T raw __attribute__((vector_size(64)));
+  T r[size];
+
+  vec512() = default;
+  explicit vec512(T x) {
+    for (std::size_t i = 0; i < size; ++i) r[i] = x;
+  }
+  static vec512 load_unaligned(const T* p) {
+    vec512 v;
+    std::memcpy(v.r, p, 64);
+    return v;
+  }
+  void store_unaligned(T* p) const { std::memcpy(p, r, 64); }
+
+  // Vector values only ever live inside one function: passing them by value
+  // between functions of different targets would differ in ABI.
+  void get(raw& v) const { std::memcpy(&v, r, 64); }
+  void set(const raw& v) { std::memcpy(r, &v, 64); }
+};
+
+// The empty asm hides the product from GCC's FMA contraction (AVX-512
+// implies FMA): a fused a*b+c rounds once and would change the results.
+#define NESTLA_WIDE_BINARY(OP, EXTRA)                                                            \
+  template <class T>                                                                             \
+  [[gnu::target("avx512f")]] inline vec512<T> operator OP(const vec512<T>& a, const vec512<T>& b) { \
+    typename vec512<T>::raw x, y;                                                                \
+    a.get(x);                                                                                    \
+    b.get(y);                                                                                    \
+    x = x OP y;                                                                                  \
+    EXTRA;                                                                                       \
+    vec512<T> out;                                                                               \
+    out.set(x);                                                                                  \
+    return out;                                                                                  \
+  }
+NESTLA_WIDE_BINARY(*, asm("" : "+v"(x)))
+NESTLA_WIDE_BINARY(+, (void)0)
+NESTLA_WIDE_BINARY(-, (void)0)
+NESTLA_WIDE_BINARY(/, (void)0)
+#undef NESTLA_WIDE_BINARY
+
+// Found by argument-dependent lookup from detail::op_sqrt and op_max; max has
+// xsimd's operand order (maxps), so NaNs and signed zeros come out as there.
+// The masked forms avoid GCC 12's uninitialized _mm512_undefined_ps.
+[[gnu::target("avx512f")]] inline vec512<float> sqrt(const vec512<float>& a) {
+  vec512<float>::raw x;
+  a.get(x);
+  x = (vec512<float>::raw)_mm512_mask_sqrt_ps((__m512)x, (__mmask16)-1, (__m512)x);
+  vec512<float> out;
+  out.set(x);
+  return out;
+}
+[[gnu::target("avx512f")]] inline vec512<double> sqrt(const vec512<double>& a) {
+  vec512<double>::raw x;
+  a.get(x);
+  x = (vec512<double>::raw)_mm512_mask_sqrt_pd((__m512d)x, (__mmask8)-1, (__m512d)x);
+  vec512<double> out;
+  out.set(x);
+  return out;
+}
+[[gnu::target("avx512f")]] inline vec512<float> max(const vec512<float>& a, const vec512<float>& b) {
+  vec512<float>::raw x, y;
+  a.get(x);
+  b.get(y);
+  x = (vec512<float>::raw)_mm512_mask_max_ps((__m512)x, (__mmask16)-1, (__m512)x, (__m512)y);
+  vec512<float> out;
+  out.set(x);
+  return out;
+}
+[[gnu::target("avx512f")]] inline vec512<double> max(const vec512<double>& a, const vec512<double>& b) {
+  vec512<double>::raw x, y;
+  a.get(x);
+  b.get(y);
+  x = (vec512<double>::raw)_mm512_mask_max_pd((__m512d)x, (__mmask8)-1, (__m512d)x, (__m512d)y);
+  vec512<double> out;
+  out.set(x);
+  return out;
+}
+
+inline bool avx512_usable() {
+  // libgcc's check covers the OS saving the AVX-512 registers too.
+  static const bool usable = __builtin_cpu_supports("avx512f");
+  return usable;
+}
+
+}  // namespace detail::wide
+#endif
 
 // Backend tag for parameters, gradients and state in host memory.
 struct host {
@@ -127,7 +236,28 @@ struct host {
   // The base update over n contiguous elements, SIMD body and scalar tail.
   template <class T, std::size_t S, class Op>
   static void update(const Op& op, T* p, const T* g, const std::array<T*, S>& s, std::size_t n) {
-    using B = xsimd::batch<T>;
+    std::size_t i;
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+    if (detail::wide::avx512_usable())
+      i = update_body_avx512(op, p, g, s, n);
+    else
+#endif
+      i = update_body<xsimd::batch<T>>(op, p, g, s, n);
+    // The tail stays out of the AVX-512 body: there GCC would contract
+    // scalar a*b+c into an FMA.
+    for (; i < n; ++i) {
+      T pv = p[i];
+      T sv[S > 0 ? S : 1];
+      for (std::size_t k = 0; k < S; ++k) sv[k] = s[k][i];
+      op(pv, g[i], sv);
+      p[i] = pv;
+      for (std::size_t k = 0; k < S; ++k) s[k][i] = sv[k];
+    }
+  }
+
+  // The SIMD part of update with batch type B; returns how far it got.
+  template <class B, class T, std::size_t S, class Op>
+  static std::size_t update_body(const Op& op, T* p, const T* g, const std::array<T*, S>& s, std::size_t n) {
     constexpr std::size_t W = B::size;
     std::size_t i = 0;
     for (; i + W <= n; i += W) {
@@ -139,15 +269,19 @@ struct host {
       pv.store_unaligned(p + i);
       for (std::size_t k = 0; k < S; ++k) sv[k].store_unaligned(s[k] + i);
     }
-    for (; i < n; ++i) {
-      T pv = p[i];
-      T sv[S > 0 ? S : 1];
-      for (std::size_t k = 0; k < S; ++k) sv[k] = s[k][i];
-      op(pv, g[i], sv);
-      p[i] = pv;
-      for (std::size_t k = 0; k < S; ++k) s[k][i] = sv[k];
-    }
+    return i;
   }
+
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+  // flatten inlines the functor and the vector operators, so that all of
+  // them compile for AVX-512 here (they are not target functions themselves).
+  template <class T, std::size_t S, class Op>
+  [[gnu::target("avx512f"), gnu::flatten]] static std::size_t update_body_avx512(const Op& op, T* p, const T* g,
+                                                                                 const std::array<T*, S>& s,
+                                                                                 std::size_t n) {
+    return update_body<detail::wide::vec512<T>>(op, p, g, s, n);
+  }
+#endif
 
   // The syncs of a plan over n elements starting at flat offset off.
   template <class T>
