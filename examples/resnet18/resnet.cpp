@@ -11,6 +11,7 @@
 #include <numbers>
 #include <ostream>
 #include <sstream>
+#include <type_traits>
 
 #include <omp.h>
 
@@ -176,6 +177,7 @@ template <class S>
 int ResNet18<S>::add_conv(const std::string& name, Shape in, int out_channels, int kernel, int stride, int padding) {
   ConvLayer l;
   l.op = Conv2d<S>(in.c, out_channels, kernel, stride, padding);
+  if (use_onednn_) l.fast = std::make_unique<OneDnnConv>(in.c, out_channels, kernel, stride, padding);
   in.n = 1;
   l.in = in;
   l.weight = add_parameter(name + ".weight", {out_channels, kernel, kernel, in.c}, false);
@@ -213,6 +215,11 @@ ResNet18<S>::ResNet18(const ModelConfig& config) : config_(config) {
     throw std::invalid_argument("ResNet18: width, in_channels and num_classes must be positive");
   // Every convolution is padded, so any positive size keeps at least one pixel per stage.
   if (c.image_size < 1) throw std::invalid_argument("ResNet18: image_size must be positive");
+  constexpr bool is_float = std::is_same_v<S, float>;
+  if (c.conv_backend == ConvBackend::onednn && !(is_float && onednn_available()))
+    throw std::invalid_argument(is_float ? "ResNet18: conv_backend onednn, but this build has no oneDNN"
+                                         : "ResNet18: conv_backend onednn works on float only");
+  use_onednn_ = is_float && onednn_available() && c.conv_backend != ConvBackend::eigen;
 
   input_shape_ = {1, c.image_size, c.image_size, c.in_channels};
   prof_input_ = add_profile("input", "input (NCHW->NHWC)");
@@ -403,10 +410,10 @@ template <class S>
 void ResNet18<S>::prepare(int batch) {
   const int threads = omp_get_max_threads();
   std::size_t ws = 0;
-  for (const ConvLayer& l : convs_) {
+  for (ConvLayer& l : convs_) {
     Shape in = l.in;
     in.n = batch;
-    ws = std::max(ws, l.op.workspace_size(in, threads));
+    ws = std::max(ws, l.fast ? l.fast->workspace_size(in) : l.op.workspace_size(in, threads));
   }
   workspace_.grow(ws);  // also when only the thread count changed
   if (batch <= capacity_) return;
@@ -427,11 +434,31 @@ void ResNet18<S>::prepare(int batch) {
 }
 
 template <class S>
-void ResNet18<S>::conv_forward(const ConvLayer& l, const S* x) {
+void ResNet18<S>::conv_forward(ConvLayer& l, const S* x) {
   Shape in = l.in;
   in.n = batch_;
   Timed t(profile_, l.prof, false, l.op.forward_flops(in));
+  if constexpr (std::is_same_v<S, float>) {
+    if (l.fast) {
+      l.fast->forward(param(l.weight), x, in, act(l.act_out), workspace_.data());
+      return;
+    }
+  }
   l.op.forward(param(l.weight), x, in, act(l.act_out), workspace_.data());
+}
+
+template <class S>
+void ResNet18<S>::conv_backward(ConvLayer& l, const S* x, const S* dy, S* dx, bool accumulate) {
+  Shape in = l.in;
+  in.n = batch_;
+  Timed t(profile_, l.prof, true, (dx != nullptr ? 2.0 : 1.0) * l.op.forward_flops(in));
+  if constexpr (std::is_same_v<S, float>) {
+    if (l.fast) {
+      l.fast->backward(param(l.weight), x, in, dy, grad(l.weight), dx, accumulate, workspace_.data());
+      return;
+    }
+  }
+  l.op.backward(param(l.weight), x, in, dy, grad(l.weight), dx, accumulate, workspace_.data());
 }
 
 template <class S>
@@ -464,7 +491,7 @@ Eigen::Map<const typename ResNet18<S>::Matrix> ResNet18<S>::forward(const S* ima
         for (std::size_t p = 0; p < P; ++p) dst[p * C] = src[p];
       }
   }
-  const ConvLayer& sc = convs_[std::size_t(stem_conv_)];
+  ConvLayer& sc = convs_[std::size_t(stem_conv_)];
   conv_forward(sc, act(act_input_));
   BnLayer& sb = bns_[std::size_t(stem_bn_)];
   bn_forward(sb, act(sc.act_out), train, nullptr, true);
@@ -476,8 +503,8 @@ Eigen::Map<const typename ResNet18<S>::Matrix> ResNet18<S>::forward(const S* ima
   }
   for (const Block& b : blocks_) {
     const S* x = act(b.act_in);
-    const ConvLayer& c1 = convs_[std::size_t(b.conv1)];
-    const ConvLayer& c2 = convs_[std::size_t(b.conv2)];
+    ConvLayer& c1 = convs_[std::size_t(b.conv1)];
+    ConvLayer& c2 = convs_[std::size_t(b.conv2)];
     BnLayer& n1 = bns_[std::size_t(b.bn1)];
     BnLayer& n2 = bns_[std::size_t(b.bn2)];
     conv_forward(c1, x);
@@ -485,7 +512,7 @@ Eigen::Map<const typename ResNet18<S>::Matrix> ResNet18<S>::forward(const S* ima
     conv_forward(c2, act(n1.act_out));
     const S* residual = x;
     if (b.conv_sc >= 0) {
-      const ConvLayer& cs = convs_[std::size_t(b.conv_sc)];
+      ConvLayer& cs = convs_[std::size_t(b.conv_sc)];
       BnLayer& ns = bns_[std::size_t(b.bn_sc)];
       conv_forward(cs, x);
       bn_forward(ns, act(cs.act_out), train, nullptr, false);
@@ -522,8 +549,8 @@ int ResNet18<S>::block_backward(const Block& b, int g_out) {
   for (int i = 0, k = 0; i < 4; ++i)
     if (i != g_out) free_ids[k++] = i;
   const int Q = free_ids[0], R = free_ids[1], T = free_ids[2];
-  const ConvLayer& c1 = convs_[std::size_t(b.conv1)];
-  const ConvLayer& c2 = convs_[std::size_t(b.conv2)];
+  ConvLayer& c1 = convs_[std::size_t(b.conv1)];
+  ConvLayer& c2 = convs_[std::size_t(b.conv2)];
   BnLayer& n1 = bns_[std::size_t(b.bn1)];
   BnLayer& n2 = bns_[std::size_t(b.bn2)];
   Shape mid = b.out;
@@ -531,12 +558,7 @@ int ResNet18<S>::block_backward(const Block& b, int g_out) {
   const std::size_t M = mid.pixels();
   const S* x = act(b.act_in);
 
-  auto conv_bwd = [&](const ConvLayer& l, const S* cx, const S* dy, S* dx, bool acc) {
-    Shape s = l.in;
-    s.n = batch_;
-    Timed t(profile_, l.prof, true, (dx != nullptr ? 2.0 : 1.0) * l.op.forward_flops(s));
-    l.op.backward(param(l.weight), cx, s, dy, grad(l.weight), dx, acc, workspace_.data());
-  };
+  auto conv_bwd = [&](ConvLayer& l, const S* cx, const S* dy, S* dx, bool acc) { conv_backward(l, cx, dy, dx, acc); };
   auto bn_bwd = [&](BnLayer& l, const S* bx, const S* dy, S* dx, S* dres, bool relu) {
     Timed t(profile_, l.prof, true, 0);
     l.op.backward(param(l.weight), bx, act(l.act_out), dy, M, grad(l.weight), grad(l.bias), dx, dres, relu);
@@ -546,7 +568,7 @@ int ResNet18<S>::block_backward(const Block& b, int g_out) {
   bn_bwd(n2, act(c2.act_out), gbuf(g_out), gbuf(R), gbuf(Q), true);
   int result = Q;
   if (b.conv_sc >= 0) {
-    const ConvLayer& cs = convs_[std::size_t(b.conv_sc)];
+    ConvLayer& cs = convs_[std::size_t(b.conv_sc)];
     BnLayer& ns = bns_[std::size_t(b.bn_sc)];
     bn_bwd(ns, act(cs.act_out), gbuf(Q), gbuf(Q), nullptr, false);
     conv_bwd(cs, x, gbuf(Q), gbuf(g_out), false);  // g_out is consumed, reuse it
@@ -591,20 +613,14 @@ BatchResult ResNet18<S>::backward(const std::int32_t* labels) {
     pool_.backward(gbuf(g), stem, argmax_.data(), gbuf(to));
     g = to;
   }
-  const ConvLayer& sc = convs_[std::size_t(stem_conv_)];
+  ConvLayer& sc = convs_[std::size_t(stem_conv_)];
   BnLayer& sb = bns_[std::size_t(stem_bn_)];
   {
     Timed t(profile_, sb.prof, true, 0);
     sb.op.backward(param(sb.weight), act(sc.act_out), act(sb.act_out), gbuf(g), stem.pixels(), grad(sb.weight),
                    grad(sb.bias), gbuf(g), nullptr, true);
   }
-  {
-    Shape in = input_shape_;
-    in.n = batch;
-    Timed t(profile_, sc.prof, true, sc.op.forward_flops(in));
-    sc.op.backward(param(sc.weight), act(act_input_), in, gbuf(g), grad(sc.weight), nullptr, false,
-                   workspace_.data());
-  }
+  conv_backward(sc, act(act_input_), gbuf(g), nullptr, false);
   return {r.loss, r.correct, batch};
 }
 

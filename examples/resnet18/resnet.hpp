@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -40,11 +41,16 @@
 
 #include <Eigen/Core>
 
+#include "conv_onednn.hpp"
 #include "layers.hpp"
 
 namespace resnet18 {
 
 enum class Stem { cifar, imagenet };
+
+// automatic: oneDNN for float when the build has it (NESTLA_RESNET18_ONEDNN), else Eigen.
+// eigen: im2col + Eigen GEMM (any scalar; the reference path). onednn: float only.
+enum class ConvBackend { automatic, eigen, onednn };
 
 struct ModelConfig {
   int width = 64;  // channels of the first stage
@@ -53,6 +59,7 @@ struct ModelConfig {
   int num_classes = 10;
   Stem stem = Stem::cifar;
   std::uint64_t seed = 0;  // initialization only; not part of the saved state
+  ConvBackend conv_backend = ConvBackend::automatic;  // not part of the saved state either
 };
 
 struct ParameterInfo {
@@ -110,6 +117,8 @@ class ResNet18 {
   ResNet18& operator=(const ResNet18&) = delete;
 
   [[nodiscard]] const ModelConfig& config() const noexcept { return config_; }
+  // "eigen" or "onednn", as resolved from config().conv_backend.
+  [[nodiscard]] const char* conv_backend_name() const noexcept { return use_onednn_ ? "onednn" : "eigen"; }
 
   // ---- parameters: views into the model's storage, valid for the model's lifetime
   [[nodiscard]] std::vector<Eigen::Map<Vector>> parameters();
@@ -165,6 +174,7 @@ class ResNet18 {
  private:
   struct ConvLayer {
     Conv2d<Scalar> op;
+    std::unique_ptr<OneDnnConv> fast;  // set when oneDNN runs this layer
     int weight = -1;  // parameter index
     Shape in;         // n = 1
     int prof = -1;
@@ -194,11 +204,13 @@ class ResNet18 {
   Scalar* param(int id) noexcept { return params_.data() + params_info_[std::size_t(id)].offset; }
   Scalar* grad(int id) noexcept { return grads_.data() + params_info_[std::size_t(id)].offset; }
   Scalar* gbuf(int i) noexcept { return grad_bufs_.data() + std::size_t(i) * grad_buf_stride_; }
-  void conv_forward(const ConvLayer& l, const Scalar* x);
+  void conv_forward(ConvLayer& l, const Scalar* x);
+  void conv_backward(ConvLayer& l, const Scalar* x, const Scalar* dy, Scalar* dx, bool accumulate);
   void bn_forward(BnLayer& l, const Scalar* x, bool train, const Scalar* residual, bool relu);
   int block_backward(const Block& b, int g_out);
 
   ModelConfig config_;
+  bool use_onednn_ = false;
   std::vector<ParameterInfo> params_info_, buffers_info_;
   Buffer<Scalar> params_, grads_, running_;
   std::vector<ConvLayer> convs_;
