@@ -131,9 +131,10 @@ std::size_t Batcher::next() {
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t position = cursor_ + i;
     const std::size_t index = order_[position];
-    augment_image(data_.images.data() + index * image_size, images_.data() + i * image_size, data_.channels,
-                  data_.height, data_.width, augmentation(epoch_, position), data_.mean.data(),
-                  data_.stddev.data(), options_.channels_last);
+    if (options_.fill_images)
+      augment_image(data_.images.data() + index * image_size, images_.data() + i * image_size, data_.channels,
+                    data_.height, data_.width, augmentation(epoch_, position), data_.mean.data(),
+                    data_.stddev.data(), options_.channels_last);
     labels_[i] = data_.labels[index];
   }
   cursor_ += count;

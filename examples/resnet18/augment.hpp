@@ -38,6 +38,10 @@ struct BatcherOptions {
   // Batch layout: N x C x H x W by default; N x H x W x C for a channels-last model,
   // which then needs no transpose of its input.
   bool channels_last = false;
+  // false: next() picks the batch (indices, labels) but copies no images, for a backend
+  // that keeps the dataset on its device and augments there from indices() and
+  // augmentation() (the GPU trainer).
+  bool fill_images = true;
 };
 
 // Hands out the batches of an epoch. All buffers are allocated (and touched) once in the

@@ -176,7 +176,18 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--threads", c.threads, "Threads (0: OpenMP's default, OMP_NUM_THREADS or all cores)")
       ->check(CLI::Range(0, 1024))
       ->group(rg);
-  app.add_option("--device", c.device, "Where to train")->check(CLI::IsMember({"cpu"}))->group(rg);
+  app.add_option("--device", c.device, "Where to train: cpu, or cuda (when built with the GPU trainer)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->group(rg);
+  const std::string gg = "GPU (--device cuda)";
+  app.add_option("--cuda-layout", c.cuda_layout, "Activation memory format on the GPU: nhwc (channels last) or nchw")
+      ->check(CLI::IsMember({"nhwc", "nchw"}))
+      ->group(gg);
+  app.add_flag("--no-tf32", c.no_tf32, "Plain float32 convolutions (TF32 tensor cores are on by default, as in PyTorch)")
+      ->group(gg);
+  app.add_option("--cuda-algo", c.cuda_algo, "Convolution algorithms: find (time each once) or heuristic (cuDNN's ranking)")
+      ->check(CLI::IsMember({"find", "heuristic"}))
+      ->group(gg);
   app.add_option("--max-steps", c.max_steps, "Stop after N optimizer steps in all (0: no limit)")
       ->check(CLI::NonNegativeNumber)
       ->group(rg);

@@ -57,6 +57,10 @@ struct CliConfig {
   std::uint64_t seed = 0;
   int threads = 0;
   std::string device = "cpu";
+  // --device cuda only
+  std::string cuda_layout = "nhwc";
+  bool no_tf32 = false;
+  std::string cuda_algo = "find";
   std::string metrics, checkpoint, resume;
   std::int64_t checkpoint_every = 0;
   std::int64_t max_steps = 0;

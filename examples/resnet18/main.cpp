@@ -9,6 +9,9 @@
 
 #include "cli.hpp"
 #include "cpu_backend.hpp"
+#ifdef RESNET18_WITH_CUDA
+#include "cuda_backend.hpp"
+#endif
 #include "data.hpp"
 #include "trainer.hpp"
 #include "util.hpp"
@@ -27,7 +30,21 @@ std::unique_ptr<TrainingBackend> make_backend(const RunSetup& setup, const Model
     o.threads = setup.cli.threads;
     return std::make_unique<CpuBackend>(o);
   }
-  throw std::invalid_argument("--device " + setup.cli.device + " is not built into this trainer");
+#ifdef RESNET18_WITH_CUDA
+  if (setup.cli.device == "cuda") {
+    CudaBackendOptions o;
+    o.model = model;
+    o.optimizer = setup.optimizer;
+    o.no_decay_bn_bias = setup.cli.no_decay_bn_bias;
+    o.gpu.layout = gpu::parse_layout(setup.cli.cuda_layout);
+    o.gpu.tf32 = !setup.cli.no_tf32;
+    o.gpu.algo_search = gpu::parse_algo_search(setup.cli.cuda_algo);
+    o.profile = setup.cli.profile;
+    return std::make_unique<CudaBackend>(o);
+  }
+#endif
+  throw std::invalid_argument("--device " + setup.cli.device + " is not built into this trainer" +
+                              (setup.cli.device == "cuda" ? " (configure with nvcc and cuDNN 9 found)" : ""));
 }
 
 std::string percent(const std::optional<double>& v) {

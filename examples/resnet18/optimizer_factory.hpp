@@ -144,7 +144,11 @@ class OptimizerModel final : public AnyOptimizer<Params> {
   bool step(Params& params, Params& grads) override { return opt_.step(params, grads); }
   void set_lr(double lr) override { opt_.base().set_lr(lr); }
   double lr() const override { return opt_.base().options().lr; }
-  void set_threads(unsigned threads) override { opt_.base().set_threads(threads); }
+  void set_threads(unsigned threads) override {
+    // Only host backends have worker threads; a device backend (nestla::cuda::device) has none to set.
+    if constexpr (requires(typename Opt::backend_type::context& c) { c.pool; }) opt_.base().set_threads(threads);
+    else (void)threads;
+  }
   void save(std::ostream& out) const override { opt_.save(out); }
   void load(std::istream& in) override { opt_.load(in); }
   void swap_slow(Params& params) override {

@@ -295,8 +295,8 @@ EvalResult evaluate(TrainingBackend& backend, Batcher& batcher, bool slow, Progr
   std::size_t batches = 0;
   try {
     batcher.start_epoch(0);
-    while (const std::size_t n = batcher.next()) {
-      const BatchResult r = backend.evaluate(batcher.images().data(), batcher.labels().data(), static_cast<int>(n));
+    while (batcher.next() != 0) {
+      const BatchResult r = backend.evaluate_batch(batcher);
       loss_sum += r.loss * r.batch;
       correct += r.correct;
       images += r.batch;
@@ -325,10 +325,12 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   bo.seed = o.seed;
   bo.crop_padding = o.augment ? 4 : 0;
   bo.horizontal_flip = o.augment;
+  bo.fill_images = !backend.wants_batch_indices();
   Batcher train_batches(train_set, bo);
   BatcherOptions eo;
   eo.batch_size = o.eval_batch_size ? o.eval_batch_size : o.batch_size;
   eo.train = false;
+  eo.fill_images = !backend.wants_batch_indices();
   Batcher test_batches(test_set, eo);
   const std::size_t steps_per_epoch = train_batches.batches_per_epoch();
 
@@ -380,11 +382,10 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
     const auto epoch_start = Clock::now();
     std::int64_t images_this_run = 0;
     bool stop = false;
-    while (const std::size_t n = train_batches.next()) {
+    while (train_batches.next() != 0) {
       lr = scheduled_lr(o.schedule, pos.step, steps_per_epoch, o.epochs);
       backend.set_lr(lr);
-      const BatchResult r =
-          backend.train_step(train_batches.images().data(), train_batches.labels().data(), static_cast<int>(n));
+      const BatchResult r = backend.train_batch(train_batches);
       ++pos.step;
       ++pos.batches_done;
       pos.loss_sum += r.loss * r.batch;

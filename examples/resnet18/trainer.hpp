@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "augment.hpp"
 #include "data.hpp"
 #include "resnet.hpp"
 #include "util.hpp"
@@ -53,6 +54,18 @@ class TrainingBackend {
   virtual void load_model(std::istream& in) = 0;
   virtual void save_optimizer(std::ostream& out) const = 0;
   virtual void load_optimizer(std::istream& in) = 0;
+
+  // A backend that keeps the datasets in its own memory (the GPU one) takes each batch as
+  // the Batcher's indices and augmentation draws rather than host images: the loop then
+  // lets the Batcher skip its image copy (BatcherOptions::fill_images = false).
+  [[nodiscard]] virtual bool wants_batch_indices() const { return false; }
+  // The Batcher's current batch; by default its images, through train_step / evaluate.
+  virtual BatchResult train_batch(const Batcher& batch) {
+    return train_step(batch.images().data(), batch.labels().data(), static_cast<int>(batch.size()));
+  }
+  virtual BatchResult evaluate_batch(const Batcher& batch) {
+    return evaluate(batch.images().data(), batch.labels().data(), static_cast<int>(batch.size()));
+  }
 
   // A per-layer time table, where the backend keeps one.
   virtual void print_profile(std::ostream& out) const { (void)out; }
