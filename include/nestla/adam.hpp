@@ -171,7 +171,7 @@ class AdamFamily : public BaseOptimizer<AdamFamily<T, Decoupled, Backend>, T, Ba
     state[0] = m_.data();
     state[1] = v_.data();
     if constexpr (Amsgrad) state[2] = vmax_.data();
-    Backend::template fused_step<T, S>(this->ctx_, this->views(), this->layout().total, state, 0, plan, make);
+    this->template fused_step<S>(state, 0, plan, make);
   }
 
   options_type opts_;

@@ -1,6 +1,7 @@
 // Machinery every base optimizer shares: binding a parameter set, parameter groups, the step driver, checkpoints.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <istream>
@@ -18,6 +19,8 @@
 #include "nestla/step_plan.hpp"
 
 namespace nestla {
+
+struct host;
 
 // Per-tensor overrides of a base optimizer's options, as PyTorch's param
 // groups. Unset fields follow the optimizer's own options (and so follow a
@@ -48,6 +51,17 @@ inline void validate_group(const GroupOptions& g, const char* who) {
 inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
 inline constexpr std::uint32_t checkpoint_version = 1;
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
+
+// nvcc's device pass compiles every __host__ __device__ instantiation it
+// meets, also those reached only from host code. The host backend's would hold
+// host SIMD batches, which device code cannot, so that pass leaves it out.
+#if defined(__CUDA_ARCH__)
+template <class Backend>
+inline constexpr bool skip_in_device_pass = std::is_same_v<Backend, host>;
+#else
+template <class Backend>
+inline constexpr bool skip_in_device_pass = false;
+#endif
 
 template <class T>
 constexpr const char* scalar_name() {
@@ -228,6 +242,13 @@ class BaseOptimizer {
  protected:
   BaseOptimizer() = default;
 
+  // One fused pass of the base update and the plan over the bound tensors.
+  template <std::size_t S, class MakeOp>
+  void fused_step(const std::array<T*, S>& state, int m_index, const StepPlan<T>& plan, MakeOp&& make_op) {
+    if constexpr (detail::skip_in_device_pass<Backend>) return;
+    else Backend::template fused_step<T, S>(ctx_, views(), layout_.total, state, m_index, plan, make_op);
+  }
+
   // Writes each tensor's segment of a flat state buffer.
   void write_buffer(detail::checkpoint_writer& w, const typename Backend::template buffer<T>& b) const {
     for (std::size_t i = 0; i < layout_.count(); ++i)
@@ -244,6 +265,12 @@ class BaseOptimizer {
   std::uint64_t t_ = 0;
 
  private:
+  // A backend may validate what was bound (the CUDA backend: device
+  // pointers), before anything is modified.
+  void check_views(const char* who) {
+    if constexpr (requires { Backend::template check_tensors<T>(ctx_, std::span<const TensorRef<T>>(views_), who); })
+      Backend::template check_tensors<T>(ctx_, std::span<const TensorRef<T>>(views_), who);
+  }
   double override_of(std::size_t i, std::optional<double> GroupOptions::*field, double fallback) const {
     if (i < tensor_group_.size() && tensor_group_[i] >= 0) {
       const auto& v = groups_[static_cast<std::size_t>(tensor_group_[i])].options.*field;
@@ -390,6 +417,7 @@ void BaseOptimizer<Derived, T, Backend>::bind_params(P& params, const char* who)
       views_[i].offset = layout_.offsets[i];
     }
   }
+  check_views(who);
 }
 
 template <class Derived, class T, class Backend>
@@ -416,6 +444,7 @@ void BaseOptimizer<Derived, T, Backend>::bind(P& params, G& grads) {
     const Layout l = pending_layout();
     for (std::size_t k = 0; k < views_.size(); ++k) views_[k].offset = l.offsets[k];
   }
+  check_views("step");
 }
 
 template <class Derived, class T, class Backend>

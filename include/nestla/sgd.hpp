@@ -140,8 +140,7 @@ class SGD : public BaseOptimizer<SGD<T, Backend>, T, Backend> {
     constexpr std::size_t S = Mode == 0 ? 0 : 1;
     std::array<T*, S> state{};
     if constexpr (S == 1) state[0] = buf_.data();
-    Backend::template fused_step<T, S>(this->ctx_, this->views(), this->layout().total, state, S == 1 ? 0 : -1, plan,
-                                       make);
+    this->template fused_step<S>(state, S == 1 ? 0 : -1, plan, make);
   }
 
   SGDOptions opts_;

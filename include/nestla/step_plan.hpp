@@ -1,7 +1,6 @@
 // What one fused step does: the tensors it visits, where their state lives, and which Lookahead levels sync.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -75,13 +74,15 @@ struct SyncLevel {
 // Filled innermost level first. Levels that sync at a step always form a
 // prefix (a level syncs only right after its inner level completed a cycle),
 // so after level i, every level below it holds the same slow weights.
+// Plain arrays, not std::array: device code reads the plan, and std::array's
+// operator[] is a host function there.
 template <class T>
 struct StepPlan {
-  std::array<SyncLevel<T>, max_depth> sync{};
+  SyncLevel<T> sync[max_depth]{};
   int nsync = 0;
   // First step: every level's slow weights are copied from the parameters
   // before the update.
-  std::array<T*, max_depth> init{};
+  T* init[max_depth]{};
   int ninit = 0;
 
   bool plain() const { return nsync == 0 && ninit == 0; }

@@ -1,0 +1,122 @@
+// A test backend that runs the CUDA backend's kernel bodies on the host, block by block and thread by thread, over host memory.
+//
+// It packs metadata, picks tiers, splits chunks and calls step_body and
+// finite_body exactly as the GPU launches do, so every index and alignment
+// path of the kernels is checked against the host backend without a GPU.
+#pragma once
+
+#include <nestla/cuda.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace nestla_test {
+
+namespace cd = nestla::cuda::detail;
+
+struct emulated_device {
+  template <class T>
+  using buffer = nestla::detail::host_buffer<T>;
+
+  struct context {
+    std::vector<unsigned char> scratch;
+    // Few blocks, small chunks: each block strides over many chunks.
+    std::size_t max_blocks = 3;
+    unsigned vectors_per_thread = 1;
+    std::size_t threads = cd::block_threads;
+    std::optional<cd::tier> force_tier;
+    cd::tier last_tier = cd::tier::small_params;
+  };
+
+  static constexpr const char* name = "emulated cuda";
+
+  template <class T>
+  static void download(void* dst, const T* src, std::size_t n) {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  static void upload(T* dst, const void* src, std::size_t n) {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  static void copy(T* dst, const T* src, std::size_t n) {
+    if (n) std::memmove(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  static void swap(T* a, T* b, std::size_t n) {
+    std::swap_ranges(a, a + n, b);
+  }
+  template <class T>
+  static void fill_zero(T* dst, std::size_t n) {
+    if (n) std::memset(dst, 0, n * sizeof(T));
+  }
+
+  template <class T>
+  static bool all_finite(context& ctx, std::span<const nestla::TensorRef<T>> tensors) {
+    std::size_t flat_total = 0;
+    for (const auto& t : tensors) flat_total = std::max(flat_total, t.offset + t.size);
+    auto make = [](std::size_t) { return cd::no_op{}; };
+    const auto pk = cd::pack<T>(ctx.scratch, tensors, make);
+    const cd::finite_header h{flat_total, cd::chunk_elements<T>(ctx.vectors_per_thread),
+                              static_cast<std::uint32_t>(tensors.size()), pk.ops_at, nullptr};
+    bool finite = true;
+    each_thread(ctx, flat_total, h.chunk,
+                [&](const cd::thread_ix& ix) { finite = cd::finite_body<T>(h, ctx.scratch.data(), ix) && finite; });
+    return finite;
+  }
+
+  template <class T, std::size_t S, class MakeOp>
+  static void fused_step(context& ctx, std::span<const nestla::TensorRef<T>> tensors, std::size_t flat_total,
+                         const std::array<T*, S>& state, int m_index, const nestla::StepPlan<T>& plan, MakeOp&& make_op) {
+    using Op = std::remove_cvref_t<decltype(make_op(std::size_t{}))>;
+    if (tensors.empty() || flat_total == 0) return;
+    const auto pk = cd::pack<T>(ctx.scratch, tensors, make_op);
+    cd::step_header<T, S> h{};
+    h.plan = plan;
+    if constexpr (S > 0) std::copy(state.begin(), state.end(), h.state);
+    h.flat_total = flat_total;
+    h.chunk = cd::chunk_elements<T>(ctx.vectors_per_thread);
+    h.ntensors = static_cast<std::uint32_t>(tensors.size());
+    h.ops_at = pk.ops_at;
+    h.m_index = m_index;
+    using H = cd::step_header<T, S>;
+    cd::tier t = cd::choose_tier<H>(pk.bytes, true);
+    if (ctx.force_tier && *ctx.force_tier > t) t = *ctx.force_tier;
+    ctx.last_tier = t;
+    // The blob as the kernel would find it: inside the argument struct, or in a separate buffer.
+    auto small = std::make_unique<cd::inline_args<H, cd::small_param_limit>>();
+    auto large = std::make_unique<cd::inline_args<H, cd::large_param_limit>>();
+    std::vector<unsigned char> global;
+    const unsigned char* blob;
+    if (t == cd::tier::small_params) {
+      std::memcpy(small->blob, ctx.scratch.data(), pk.bytes);
+      blob = small->blob;
+    } else if (t == cd::tier::large_params) {
+      std::memcpy(large->blob, ctx.scratch.data(), pk.bytes);
+      blob = large->blob;
+    } else {
+      global.assign(ctx.scratch.begin(), ctx.scratch.begin() + static_cast<std::ptrdiff_t>(pk.bytes));
+      blob = global.data();
+    }
+    const bool plain = plan.plain();
+    each_thread(ctx, flat_total, h.chunk, [&](const cd::thread_ix& ix) {
+      if (plain) cd::step_body<T, S, Op, false>(h, blob, ix);
+      else cd::step_body<T, S, Op, true>(h, blob, ix);
+    });
+  }
+
+ private:
+  template <class F>
+  static void each_thread(const context& ctx, std::size_t flat_total, std::size_t chunk, F&& f) {
+    const std::size_t blocks = cd::grid_blocks(flat_total, chunk, ctx.max_blocks);
+    for (std::size_t b = 0; b < blocks; ++b)
+      for (std::size_t t = 0; t < ctx.threads; ++t) f(cd::thread_ix{b, blocks, t, ctx.threads});
+  }
+};
+
+}  // namespace nestla_test
