@@ -1,12 +1,12 @@
 // resnet18_gpu_bench: images/s of the GPU trainer's whole step (device augmentation, forward, backward, nestla step) on synthetic CIFAR-sized data.
 //
 //   resnet18_gpu_bench [--batch 512] [--steps 40] [--warmup 8] [--width 64] [--layout nhwc|nchw]
-//                      [--no-tf32] [--algo find|heuristic] [--optimizer adam|sgd] [--depth 0..3]
-//                      [--images 8192] [--label NAME] [--profile]
+//                      [--no-tf32] [--bn-persistent] [--algo find|heuristic] [--optimizer adam|sgd] [--depth 0..3]
+//                      [--images 8192] [--label NAME, default trainer_<layout>_<tf32|fp32>] [--profile]
 //
 // The step is TrainingBackend::train_batch, exactly what the trainer's loop calls (it
-// waits for the loss of each batch, as the loop does). Prints one line starting with
-// RESULT for scripts.
+// waits for the loss of each batch, as the loop does). Prints RESULT <label>_ips and
+// RESULT <label>_ms lines for scripts.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   int batch = 512, steps = 40, warmup = 8, width = 64, depth = 0;
   std::size_t images = 8192;
   std::string layout = "nhwc", algo = "find", opt = "adam", label;
-  bool tf32 = true, profile = false;
+  bool tf32 = true, profile = false, bn_persistent = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
     else if (a == "--images") images = std::stoul(next());
     else if (a == "--label") label = next();
     else if (a == "--no-tf32") tf32 = false;
+    else if (a == "--bn-persistent") bn_persistent = true;
     else if (a == "--profile") profile = true;
     else {
       std::fprintf(stderr, "resnet18_gpu_bench: unknown argument %s (see the header of bench_gpu_trainer.cpp)\n", a.c_str());
@@ -77,9 +78,10 @@ int main(int argc, char** argv) {
     o.gpu.layout = gpu::parse_layout(layout);
     o.gpu.tf32 = tf32;
     o.gpu.algo_search = gpu::parse_algo_search(algo);
+    o.gpu.bn_persistent = bn_persistent;
     o.profile = profile;
     CudaBackend backend(o);
-    if (label.empty()) label = layout + (tf32 ? " float32+tf32" : " float32");
+    if (label.empty()) label = "trainer_" + layout + (tf32 ? "_tf32" : "_fp32") + (bn_persistent ? "_bnp" : "");
     std::printf("backend: %s\n", backend.describe().c_str());
 
     BatcherOptions bo;
@@ -105,8 +107,11 @@ int main(int argc, char** argv) {
     GPU_CHECK(cudaDeviceSynchronize());
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     std::printf("warm-up: %d steps in %.2f s (algorithm search included); last loss %.4f\n", warmup, warm_s, loss);
-    std::printf("RESULT nestla-trainer %s batch %d: %.0f images/s (%.2f ms/step, %d steps)\n", label.c_str(), batch,
+    std::printf("%s: batch %d, %.0f images/s (%.2f ms/step over %d steps)\n", label.c_str(), batch,
                 double(steps) * batch / s, 1e3 * s / steps, steps);
+    // "RESULT key value" lines for benchmarks/gpu/device_check.sh.
+    std::printf("RESULT %s_ips %.1f\nRESULT %s_ms %.4f\n", label.c_str(), double(steps) * batch / s, label.c_str(),
+                1e3 * s / steps);
     if (profile) backend.print_profile(std::cout);
     return 0;
   } catch (const std::exception& e) {

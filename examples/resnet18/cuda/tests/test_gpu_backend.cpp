@@ -64,6 +64,13 @@ CudaBackendOptions gpu_options(const Setup& s, Layout layout) {
   return o;
 }
 
+// The next batch, starting the next epoch when one is over.
+std::size_t next_batch(Batcher& b) {
+  if (const std::size_t n = b.next()) return n;
+  b.start_epoch(b.epoch() + 1);
+  return b.next();
+}
+
 double parameter_error(CpuBackend& cpu, CudaBackend& gpu) {
   gpu.model().download_to_host();
   auto a = gpu.model().host().parameters();
@@ -111,7 +118,7 @@ TEST_CASE("the GPU backend follows the CPU backend's trajectory: same batches, S
     CHECK(gpu.datasets_on_device() == 2);
 
     // Host images (the default path of train_step) give the same step as device batches.
-    REQUIRE(b.next() == 32);
+    REQUIRE(next_batch(b) == 32);
     const BatchResult rc = cpu.train_step(b.images().data(), b.labels().data(), 32);
     const BatchResult rg = gpu.train_step(b.images().data(), b.labels().data(), 32);
     CHECK(rg.loss == doctest::Approx(rc.loss).epsilon(1e-4));
@@ -161,7 +168,7 @@ TEST_CASE("checkpoints move between the GPU and the CPU backends in both directi
   cpu.load_model(model);
   cpu.load_optimizer(opt);
   CHECK(parameter_error(cpu, gpu) == 0.0);
-  REQUIRE(b.next() != 0);
+  REQUIRE(next_batch(b) != 0);
   const BatchResult rc = cpu.train_batch(b);
   const BatchResult rg = gpu.train_batch(b);
   CHECK(rg.loss == doctest::Approx(rc.loss).epsilon(1e-4));
@@ -175,7 +182,7 @@ TEST_CASE("checkpoints move between the GPU and the CPU backends in both directi
   gpu2.load_model(m2);
   gpu2.load_optimizer(o2);
   CHECK(parameter_error(cpu, gpu2) == 0.0);
-  REQUIRE(b.next() != 0);
+  REQUIRE(next_batch(b) != 0);
   CHECK(gpu2.train_batch(b).loss == doctest::Approx(cpu.train_batch(b).loss).epsilon(1e-4));
 
   // A damaged model checkpoint changes nothing.

@@ -17,17 +17,18 @@ namespace {
 // order, which a few layers of batch norm keep near 1e-6 relative.
 constexpr double kTolerance = 1e-4;
 
-GpuModelOptions strict(Layout l) {
+GpuModelOptions strict(Layout l, bool bn_persistent = false) {
   GpuModelOptions o;
   o.layout = l;
   o.tf32 = false;
+  o.bn_persistent = bn_persistent;
   return o;
 }
 
-void compare_step(const ModelConfig& config, Layout layout, int batch) {
-  INFO(describe(config, layout), ", batch ", batch);
+void compare_step(const ModelConfig& config, Layout layout, int batch, bool bn_persistent = false) {
+  INFO(describe(config, layout), bn_persistent ? " (persistent batch norm)" : "", ", batch ", batch);
   ResNet18<float> cpu(config);
-  GpuResNet18 gpu(config, strict(layout));
+  GpuResNet18 gpu(config, strict(layout, bn_persistent));
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   random_batch(batch, config.in_channels, config.image_size, config.num_classes, 11, images, labels);
@@ -67,7 +68,10 @@ void compare_step(const ModelConfig& config, Layout layout, int batch) {
     INFO("gradient of ", info[t].name);
     CHECK(e < kTolerance);
   }
-  MESSAGE("worst gradient error ", worst, " (", worst_name, ")");
+  // One line per case for benchmarks/gpu/device_check.sh's table.
+  std::printf("GRADCHECK %s%s, batch %d: logits rel err %.2e, worst gradient rel err %.2e (%s)\n",
+              describe(config, layout).c_str(), bn_persistent ? " (persistent BN)" : "", batch, relative_error(logits.data(), ref_logits.data(), logits.size()),
+              worst, worst_name.c_str());
 
   // Running statistics after one training forward.
   gpu.download_to_host();
@@ -113,6 +117,14 @@ TEST_CASE("GPU model at full width on CIFAR-sized images matches the CPU model")
   ModelConfig c;
   c.seed = 1;
   compare_step(c, Layout::nhwc, 4);
+}
+
+TEST_CASE("cuDNN's persistent batch-norm kernels (NHWC) match the CPU model too") {
+  ModelConfig c;
+  c.width = 16;
+  c.image_size = 16;
+  c.seed = 6;
+  compare_step(c, Layout::nhwc, 8, true);
 }
 
 TEST_CASE("device augmentation reproduces the CPU Batcher bit for bit, in both memory formats") {
