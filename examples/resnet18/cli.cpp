@@ -173,7 +173,9 @@ void add_options(CLI::App& app, CliConfig& c) {
       ->check(CLI::Range(1, 1 << 20))
       ->group(rg);
   app.add_option("--seed", c.seed, "Model initialization, shuffling and augmentation")->group(rg);
-  app.add_option("--threads", c.threads, "Threads (0: OpenMP's default, OMP_NUM_THREADS or all cores)")
+  app.add_option("--threads", c.threads,
+                 "Threads (0: OpenMP's default, OMP_NUM_THREADS or all cores). On a machine busy with other work, "
+                 "fewer threads or OMP_WAIT_POLICY=passive avoid threads spinning at barriers")
       ->check(CLI::Range(0, 1024))
       ->group(rg);
   app.add_option("--device", c.device, "Where to train: cpu, or cuda (when built with the GPU trainer)")
@@ -207,7 +209,9 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--checkpoint-every", c.checkpoint_every, "Also every N steps within an epoch (0: only at epoch ends)")
       ->check(CLI::NonNegativeNumber)
       ->group(fg);
-  app.add_option("--resume", c.resume, "Continue the run saved in this checkpoint")->check(CLI::ExistingFile)->group(fg);
+  app.add_option("--resume", c.resume,
+                 "Continue the run saved in this checkpoint (same data, model, optimizer, batch size and seed; "
+                 "--epochs may grow); give --checkpoint too to keep saving")->check(CLI::ExistingFile)->group(fg);
 }
 
 RunSetup finalize(const CLI::App& app, const CliConfig& c) {
