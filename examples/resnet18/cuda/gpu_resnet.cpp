@@ -49,15 +49,28 @@ bool is_tensor_op(cudnnMathType_t m) {
   return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
+// strict: count CUDNN_DEFAULT_MATH as tensor-core math too (on Ampere and newer it may
+// run TF32), so that results measured under CUDNN_FMA_MATH are preferred.
 template <class Perf>
-std::vector<AlgoCandidate> candidates_of(const Perf* results, int count) {
+std::vector<AlgoCandidate> candidates_of(const Perf* results, int count, bool strict) {
   std::vector<AlgoCandidate> v;
   for (int i = 0; i < count; ++i) {
     const Perf& r = results[i];
+    const bool tensor = strict ? r.mathType != CUDNN_FMA_MATH : is_tensor_op(r.mathType);
     v.push_back({static_cast<int>(r.algo), r.status == CUDNN_STATUS_SUCCESS, r.time, r.memory,
-                 r.determinism == CUDNN_DETERMINISTIC, is_tensor_op(r.mathType)});
+                 r.determinism == CUDNN_DETERMINISTIC, tensor});
   }
   return v;
+}
+
+// The admissible candidate; in strict mode, failing an FMA-labelled one, one of default
+// math, which then runs under CUDNN_FMA_MATH (the descriptor's setting decides).
+template <class Perf>
+int pick(const Perf* results, int count, const AlgoPolicy& policy) {
+  const bool strict = !policy.allow_tensor_op;
+  const int i = choose_algo(candidates_of(results, count, strict), policy);
+  if (i >= 0 || !strict) return i;
+  return choose_algo(candidates_of(results, count, false), policy);
 }
 
 std::string conv_name(const ConvKey& k) {
@@ -361,8 +374,7 @@ const ConvAlgos& GpuResNet18::search(const Conv& c, int batch) {
       GPU_CHECK(cudnnFindConvolutionForwardAlgorithm(cudnn_, x, c.wdesc, c.cdesc, y, max, &got, r.data()));
     else
       GPU_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(cudnn_, x, c.wdesc, c.cdesc, y, max, &got, r.data()));
-    const auto cand = candidates_of(r.data(), got);
-    const int i = choose_algo(cand, policy);
+    const int i = pick(r.data(), got, policy);
     if (i < 0) fail("forward");
     a.fwd = r[std::size_t(i)].algo;
     a.fwd_math = run_math(r[std::size_t(i)].mathType);
@@ -376,8 +388,7 @@ const ConvAlgos& GpuResNet18::search(const Conv& c, int batch) {
       GPU_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(cudnn_, c.wdesc, y, c.cdesc, x, max, &got, r.data()));
     else
       GPU_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnn_, c.wdesc, y, c.cdesc, x, max, &got, r.data()));
-    const auto cand = candidates_of(r.data(), got);
-    const int i = choose_algo(cand, policy);
+    const int i = pick(r.data(), got, policy);
     if (i < 0) fail("backward-data");
     a.bwd_data = r[std::size_t(i)].algo;
     a.bwd_data_math = run_math(r[std::size_t(i)].mathType);
@@ -392,8 +403,7 @@ const ConvAlgos& GpuResNet18::search(const Conv& c, int batch) {
       GPU_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(cudnn_, x, y, c.cdesc, c.wdesc, max, &got, r.data()));
     else
       GPU_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnn_, x, y, c.cdesc, c.wdesc, max, &got, r.data()));
-    const auto cand = candidates_of(r.data(), got);
-    const int i = choose_algo(cand, policy);
+    const int i = pick(r.data(), got, policy);
     if (i < 0) fail("backward-filter");
     a.bwd_filter = r[std::size_t(i)].algo;
     a.bwd_filter_math = run_math(r[std::size_t(i)].mathType);
