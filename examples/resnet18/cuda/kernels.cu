@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda_check.hpp"
+#include "kernel_math.hpp"
 
 namespace resnet18::gpu {
 namespace {
@@ -24,55 +25,23 @@ __device__ __forceinline__ long long thread_index() {
 }
 __device__ __forceinline__ long long thread_count() { return static_cast<long long>(gridDim.x) * blockDim.x; }
 
-// Splits a linear index in d's memory order into (n, c, y, x).
-__device__ __forceinline__ void decode(long long i, const Dims4& d, int& n, int& c, int& y, int& x) {
-  if (d.nhwc) {
-    c = static_cast<int>(i % d.c);
-    i /= d.c;
-    x = static_cast<int>(i % d.w);
-    i /= d.w;
-    y = static_cast<int>(i % d.h);
-    n = static_cast<int>(i / d.h);
-  } else {
-    x = static_cast<int>(i % d.w);
-    i /= d.w;
-    y = static_cast<int>(i % d.h);
-    i /= d.h;
-    c = static_cast<int>(i % d.c);
-    n = static_cast<int>(i / d.c);
-  }
-}
-
+// The per-element bodies live in kernel_math.hpp, where the host tests run them too.
 __global__ void augment_kernel(const float* __restrict__ data, const std::int32_t* __restrict__ labels,
                                const AugmentRecord* __restrict__ records, int H, int W,
                                const float* __restrict__ scale, const float* __restrict__ shift, Dims4 out,
                                float* __restrict__ y, std::int32_t* __restrict__ labels_out) {
   const long long total = out.size();
+  const long long per_image = total / out.n;
   for (long long i = thread_index(); i < total; i += thread_count()) {
-    int n, c, oy, ox;
-    decode(i, out, n, c, oy, ox);
-    const AugmentRecord r = records[n];
-    const int sy = oy + r.dy;
-    const int sx = r.flip ? W - 1 - ox + r.dx : ox + r.dx;
-    float v = shift[c];
-    if (sy >= 0 && sy < H && sx >= 0 && sx < W) {
-      const float src = data[((static_cast<long long>(r.index) * out.c + c) * H + sy) * W + sx];
-      // Rounded multiply then add, never a fused multiply-add: the CPU Batcher computes
-      // it that way, and the tests ask for identical bits.
-      v = __fadd_rn(__fmul_rn(src, scale[c]), shift[c]);
-    }
-    y[i] = v;
-    if (c == 0 && oy == 0 && ox == 0) labels_out[n] = labels[r.index];
+    y[i] = math::augment_value(data, records, H, W, scale, shift, out, i);
+    // Element 0 of each image is (c, y, x) = (0, 0, 0) in either format.
+    if (i % per_image == 0) labels_out[i / per_image] = labels[records[i / per_image].index];
   }
 }
 
 __global__ void nchw_to_kernel(const float* __restrict__ x, Dims4 out, float* __restrict__ y) {
   const long long total = out.size();
-  for (long long i = thread_index(); i < total; i += thread_count()) {
-    int n, c, oy, ox;
-    decode(i, out, n, c, oy, ox);
-    y[i] = x[((static_cast<long long>(n) * out.c + c) * out.h + oy) * out.w + ox];
-  }
+  for (long long i = thread_index(); i < total; i += thread_count()) y[i] = math::nchw_value(x, out, i);
 }
 
 __global__ void relu_kernel(float* __restrict__ y, long long n) {
@@ -122,54 +91,24 @@ __global__ void relu_mask4_kernel(float4* __restrict__ g, const float4* __restri
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
 // One thread per (image, channel); consecutive threads take consecutive channels, which
-// in NHWC read consecutive addresses. Pixels are summed in row-major order and then
-// scaled by 1/P, as the CPU does.
+// in NHWC read consecutive addresses.
 __global__ void gap_kernel(const float* __restrict__ x, Dims4 d, float* __restrict__ f) {
   const long long total = static_cast<long long>(d.n) * d.c;
-  const float inv = 1.0f / static_cast<float>(d.h * d.w);
-  for (long long i = thread_index(); i < total; i += thread_count()) {
-    const int n = static_cast<int>(i / d.c), c = static_cast<int>(i % d.c);
-    const float* p = x + n * d.sn + c * d.sc;
-    float s = 0.0f;
-    for (int yy = 0; yy < d.h; ++yy)
-      for (int xx = 0; xx < d.w; ++xx) s += p[yy * d.sh + xx * d.sw];
-    f[i] = s * inv;
-  }
+  for (long long i = thread_index(); i < total; i += thread_count())
+    f[i] = math::gap_value(x, d, static_cast<int>(i / d.c), static_cast<int>(i % d.c));
 }
 
 __global__ void gap_backward_kernel(const float* __restrict__ df, Dims4 d, float* __restrict__ dx) {
   const long long total = d.size();
-  const float inv = 1.0f / static_cast<float>(d.h * d.w);
-  for (long long i = thread_index(); i < total; i += thread_count()) {
-    int n, c, yy, xx;
-    decode(i, d, n, c, yy, xx);
-    dx[i] = df[static_cast<long long>(n) * d.c + c] * inv;
-  }
+  for (long long i = thread_index(); i < total; i += thread_count()) dx[i] = math::gap_backward_value(df, d, i);
 }
 
 __global__ void max_pool_kernel(const float* __restrict__ x, Dims4 in, Dims4 out, int k, int s, int p,
                                 float* __restrict__ y, std::int32_t* __restrict__ argmax) {
   const long long total = out.size();
   for (long long i = thread_index(); i < total; i += thread_count()) {
-    int n, c, oy, ox;
-    decode(i, out, n, c, oy, ox);
-    const float* base = x + n * in.sn + c * in.sc;
-    float best = -INFINITY;
-    int arg = -1;
-    for (int ky = 0; ky < k; ++ky) {
-      const int iy = oy * s - p + ky;
-      if (iy < 0 || iy >= in.h) continue;
-      for (int kx = 0; kx < k; ++kx) {
-        const int ix = ox * s - p + kx;
-        if (ix < 0 || ix >= in.w) continue;
-        const float v = base[iy * in.sh + ix * in.sw];
-        if (arg < 0 || v > best) {
-          best = v;
-          arg = iy * in.w + ix;
-        }
-      }
-    }
-    y[i] = best;
+    std::int32_t arg;
+    y[i] = math::max_pool_value(x, in, out, k, s, p, i, arg);
     argmax[i] = arg;
   }
 }
@@ -177,23 +116,8 @@ __global__ void max_pool_kernel(const float* __restrict__ x, Dims4 in, Dims4 out
 __global__ void max_pool_backward_kernel(const float* __restrict__ dy, Dims4 in, Dims4 out, int k, int s, int p,
                                          const std::int32_t* __restrict__ argmax, float* __restrict__ dx) {
   const long long total = in.size();
-  for (long long i = thread_index(); i < total; i += thread_count()) {
-    int n, c, iy, ix;
-    decode(i, in, n, c, iy, ix);
-    // Windows that contain (iy, ix): oy * s - p <= iy <= oy * s - p + k - 1.
-    const int ty = iy + p - (k - 1), tx = ix + p - (k - 1);
-    const int oy0 = ty <= 0 ? 0 : (ty + s - 1) / s, ox0 = tx <= 0 ? 0 : (tx + s - 1) / s;
-    const int oy1 = min(out.h - 1, (iy + p) / s), ox1 = min(out.w - 1, (ix + p) / s);
-    const int me = iy * in.w + ix;
-    const long long ob = n * out.sn + c * out.sc;
-    float sum = 0.0f;
-    for (int oy = oy0; oy <= oy1; ++oy)
-      for (int ox = ox0; ox <= ox1; ++ox) {
-        const long long o = ob + oy * out.sh + ox * out.sw;
-        if (argmax[o] == me) sum += dy[o];
-      }
-    dx[i] = sum;
-  }
+  for (long long i = thread_index(); i < total; i += thread_count())
+    dx[i] = math::max_pool_backward_value(dy, in, out, k, s, p, argmax, i);
 }
 
 __global__ void add_bias_kernel(float* __restrict__ logits, const float* __restrict__ bias, int K, long long total) {
@@ -211,26 +135,10 @@ __global__ void __launch_bounds__(kLossThreads) loss_kernel(const float* __restr
   double loss = 0;
   int hits = 0;
   for (int n = threadIdx.x; n < B; n += blockDim.x) {
-    const float* z = logits + static_cast<long long>(n) * K;
-    const int label = labels[n];
-    if (label < 0 || label >= K) {
-      loss = nan("");  // reported as a diverged loss; the host validates labels first
-      continue;
-    }
-    int best = 0;
-    for (int k = 1; k < K; ++k)
-      if (z[k] > z[best]) best = k;
-    const double zmax = z[best];
-    double sum = 0;
-    for (int k = 0; k < K; ++k) sum += exp(static_cast<double>(z[k]) - zmax);
-    const double log_sum = log(sum);
-    loss += log_sum + zmax - static_cast<double>(z[label]);
-    hits += best == label ? 1 : 0;
-    if (dlogits != nullptr) {
-      float* d = dlogits + static_cast<long long>(n) * K;
-      for (int k = 0; k < K; ++k)
-        d[k] = static_cast<float>((exp(static_cast<double>(z[k]) - zmax - log_sum) - (k == label ? 1.0 : 0.0)) / B);
-    }
+    int hit = 0;
+    loss += math::loss_sample(logits + static_cast<long long>(n) * K, labels[n], K, B,
+                              dlogits != nullptr ? dlogits + static_cast<long long>(n) * K : nullptr, hit);
+    hits += hit;
   }
   s_loss[threadIdx.x] = loss;
   s_hits[threadIdx.x] = hits;
@@ -259,26 +167,12 @@ __global__ void __launch_bounds__(kLossThreads) loss_kernel(const float* __restr
 
 __global__ void ohwi_to_oihw_kernel(const float* __restrict__ src, float* __restrict__ dst, int O, int KK, int I) {
   const long long total = static_cast<long long>(O) * KK * I;
-  for (long long j = thread_index(); j < total; j += thread_count()) {
-    // j indexes dst = [o][i][p]
-    const int p = static_cast<int>(j % KK);
-    const long long oi = j / KK;
-    const int i = static_cast<int>(oi % I);
-    const long long o = oi / I;
-    dst[j] = src[(o * KK + p) * I + i];
-  }
+  for (long long j = thread_index(); j < total; j += thread_count()) dst[j] = src[math::oihw_source(j, KK, I)];
 }
 
 __global__ void oihw_to_ohwi_kernel(const float* __restrict__ src, float* __restrict__ dst, int O, int KK, int I) {
   const long long total = static_cast<long long>(O) * KK * I;
-  for (long long j = thread_index(); j < total; j += thread_count()) {
-    // j indexes dst = [o][p][i]
-    const int i = static_cast<int>(j % I);
-    const long long op = j / I;
-    const int p = static_cast<int>(op % KK);
-    const long long o = op / KK;
-    dst[j] = src[(o * I + i) * KK + p];
-  }
+  for (long long j = thread_index(); j < total; j += thread_count()) dst[j] = src[math::ohwi_source(j, KK, I)];
 }
 
 }  // namespace

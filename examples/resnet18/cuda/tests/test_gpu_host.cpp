@@ -248,3 +248,156 @@ TEST_CASE("the command line selects the GPU and its memory format") {
   CHECK(!d.cli.no_tf32);
   CHECK_THROWS(parse_command_line({"--cuda-layout", "chwn"}));
 }
+
+// ---- the kernels' per-element bodies (kernel_math.hpp), run here in plain loops against
+// the CPU model's layers: the index arithmetic, tie-breaking and summation order that the
+// GPU tests check again on a device.
+
+#include "kernel_math.hpp"
+#include "layers.hpp"
+#include "rng.hpp"
+
+namespace {
+
+std::vector<float> random_values(std::size_t n, std::uint64_t seed, int levels = 0) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) {
+    const double u = rng.uniform();
+    // A few levels make ties, which max pooling must break as the CPU does.
+    x = levels > 0 ? float(std::floor(u * levels)) : float(2 * u - 1);
+  }
+  return v;
+}
+
+// NHWC (the CPU layers' order) to NCHW.
+std::vector<float> to_nchw(const std::vector<float>& x, Shape s) {
+  std::vector<float> y(x.size());
+  for (int n = 0; n < s.n; ++n)
+    for (int yy = 0; yy < s.h; ++yy)
+      for (int xx = 0; xx < s.w; ++xx)
+        for (int c = 0; c < s.c; ++c)
+          y[std::size_t(((n * s.c + c) * s.h + yy) * s.w + xx)] = x[std::size_t(((n * s.h + yy) * s.w + xx) * s.c + c)];
+  return y;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("kernel bodies: augmentation equals the Batcher's bits in both formats") {
+  SyntheticOptions so;
+  so.count = 30;
+  so.channels = 3;
+  so.size = 10;
+  const Dataset d = make_synthetic(so);
+  std::vector<float> scale, shift;
+  normalization_constants(d.mean, d.stddev, scale, shift);
+  for (bool nhwc : {false, true}) {
+    BatcherOptions o;
+    o.batch_size = 8;
+    o.seed = 5;
+    o.crop_padding = 6;
+    o.channels_last = nhwc;
+    Batcher b(d, o);
+    b.start_epoch(1);
+    std::vector<AugmentRecord> rec(8);
+    while (const std::size_t n = b.next()) {
+      fill_augment_records(b, rec);
+      const Dims4 out = dims_of(Shape{1, d.height, d.width, d.channels}, int(n), nhwc ? Layout::nhwc : Layout::nchw);
+      std::vector<float> y(std::size_t(out.size()));
+      for (long long i = 0; i < out.size(); ++i)
+        y[std::size_t(i)] =
+            math::augment_value(d.images.data(), rec.data(), d.height, d.width, scale.data(), shift.data(), out, i);
+      CHECK(same_bits(y, std::vector<float>(b.images().begin(), b.images().end())));
+    }
+  }
+}
+
+TEST_CASE("kernel bodies: format conversion, average pooling and its backward match the CPU layers") {
+  const Shape s{3, 4, 5, 6};
+  const auto x = random_values(s.size(), 1);  // NHWC
+  const auto xn = to_nchw(x, s);
+  for (Layout l : {Layout::nhwc, Layout::nchw}) {
+    const Dims4 d = dims_of(Shape{1, s.h, s.w, s.c}, s.n, l);
+    const auto& src = l == Layout::nhwc ? x : xn;
+    std::vector<float> conv(src.size());
+    for (long long i = 0; i < d.size(); ++i) conv[std::size_t(i)] = math::nchw_value(xn.data(), d, i);
+    CHECK(same_bits(conv, src));
+
+    std::vector<float> ref(std::size_t(s.n * s.c)), got(ref.size());
+    global_avg_pool_forward<float>(x.data(), s, ref.data());
+    for (int n = 0; n < s.n; ++n)
+      for (int c = 0; c < s.c; ++c) got[std::size_t(n * s.c + c)] = math::gap_value(src.data(), d, n, c);
+    CHECK(same_bits(got, ref));
+
+    std::vector<float> dref(x.size()), dgot(x.size());
+    global_avg_pool_backward<float>(ref.data(), s, dref.data());
+    for (long long i = 0; i < d.size(); ++i) dgot[std::size_t(i)] = math::gap_backward_value(ref.data(), d, i);
+    CHECK(same_bits(dgot, l == Layout::nhwc ? dref : to_nchw(dref, s)));
+  }
+}
+
+TEST_CASE("kernel bodies: 3x3/2 max pooling and its gathering backward match the CPU layer, ties included") {
+  const Shape in{2, 9, 7, 3};
+  MaxPool2d<float> pool(3, 2, 1);
+  const Shape out = pool.output_shape(in);
+  const auto x = random_values(in.size(), 2, 3);
+  std::vector<float> y(out.size()), dx(in.size());
+  std::vector<std::int32_t> arg(out.size());
+  pool.forward(x.data(), in, y.data(), arg.data());
+  const auto dy = random_values(out.size(), 3);
+  pool.backward(dy.data(), in, arg.data(), dx.data());
+  for (Layout l : {Layout::nhwc, Layout::nchw}) {
+    INFO(to_string(l));
+    const Dims4 di = dims_of(Shape{1, in.h, in.w, in.c}, in.n, l), dout = dims_of(Shape{1, out.h, out.w, out.c}, out.n, l);
+    const bool nhwc = l == Layout::nhwc;
+    const auto xs = nhwc ? x : to_nchw(x, in);
+    const auto dys = nhwc ? dy : to_nchw(dy, out);
+    std::vector<float> got(y.size());
+    std::vector<std::int32_t> garg(y.size());
+    for (long long i = 0; i < dout.size(); ++i)
+      got[std::size_t(i)] = math::max_pool_value(xs.data(), di, dout, 3, 2, 1, i, garg[std::size_t(i)]);
+    CHECK(same_bits(got, nhwc ? y : to_nchw(y, out)));
+    std::vector<float> dgot(dx.size());
+    for (long long i = 0; i < di.size(); ++i)
+      dgot[std::size_t(i)] = math::max_pool_backward_value(dys.data(), di, dout, 3, 2, 1, garg.data(), i);
+    CHECK(same_bits(dgot, nhwc ? dx : to_nchw(dx, in)));
+  }
+}
+
+TEST_CASE("kernel bodies: softmax cross-entropy per sample matches the CPU loss and gradient") {
+  const int K = 10, B = 7;
+  auto z = random_values(std::size_t(K * B), 4);
+  z[3] = z[5];  // a tie for the argmax
+  std::vector<std::int32_t> labels = {0, 9, 3, 5, 1, 1, 7};
+  std::vector<float> dref(z.size()), dgot(z.size());
+  const LossResult ref = softmax_cross_entropy<float>(z.data(), labels.data(), K, B, dref.data());
+  double loss = 0;
+  int hits = 0;
+  for (int n = 0; n < B; ++n) {
+    int hit = 0;
+    loss += math::loss_sample(z.data() + n * K, labels[std::size_t(n)], K, B, dgot.data() + n * K, hit);
+    hits += hit;
+  }
+  CHECK(loss / B == doctest::Approx(ref.loss).epsilon(1e-12));
+  CHECK(hits == ref.correct);
+  CHECK(same_bits(dgot, dref));
+  int hit = 1;
+  CHECK(std::isnan(math::loss_sample(z.data(), K, K, B, nullptr, hit)));
+  CHECK(hit == 0);
+}
+
+TEST_CASE("kernel bodies: weight permutations index like the host permutations") {
+  const int O = 4, K = 3, I = 5, KK = K * K;
+  std::vector<float> w(std::size_t(O * KK * I));
+  std::iota(w.begin(), w.end(), 0.0f);
+  std::vector<float> ref(w.size()), got(w.size()), back(w.size());
+  ohwi_to_oihw(w.data(), ref.data(), O, K, I);
+  for (long long j = 0; j < (long long)w.size(); ++j) got[std::size_t(j)] = w[std::size_t(math::oihw_source(j, KK, I))];
+  CHECK(got == ref);
+  for (long long j = 0; j < (long long)w.size(); ++j) back[std::size_t(j)] = got[std::size_t(math::ohwi_source(j, KK, I))];
+  CHECK(back == w);
+}
