@@ -176,7 +176,7 @@ section_trainer_run() {
     return 0
   fi
   "$TRAINER_BUILD/examples/resnet18/resnet18_train" --device cuda --dataset fashion-mnist --data "$data" \
-    --optimizer nested --inner adam --lr 1e-3 --epochs 1 --batch-size 256 --progress none --profile \
+    --optimizer nested --inner adam --lr 1e-3 --epochs 1 --batch-size 256 --progress none \
     --metrics "$TRAINER_BUILD/fmnist_metrics.jsonl" --checkpoint "$TRAINER_BUILD/fmnist.ckpt" \
     > "$LOGS/trainer_run.log" 2>&1
   local rc=$?
