@@ -1,7 +1,8 @@
 // Times ResNet-18 forward+backward (no optimizer) on random 32x32 images and prints images/s and a per-layer profile.
 //
 // usage: resnet18_bench [--threads N] [--batch 64,128] [--steps S] [--warmup W] [--width W]
-//                       [--size S] [--channels C] [--stem cifar|imagenet] [--per-layer] [--double]
+//                       [--size S] [--channels C] [--stem cifar|imagenet] [--backend eigen|onednn]
+//                       [--per-layer] [--double]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -33,7 +34,8 @@ struct Options {
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "resnet18_bench: %s\nusage: resnet18_bench [--threads N] [--batch 64,128] [--steps S] [--warmup W] "
-               "[--width W] [--size S] [--channels C] [--stem cifar|imagenet] [--per-layer] [--double]\n",
+               "[--width W] [--size S] [--channels C] [--stem cifar|imagenet] [--backend eigen|onednn] [--per-layer] "
+               "[--double]\n",
                msg);
   std::exit(2);
 }
@@ -77,6 +79,14 @@ Options parse(int argc, char** argv) {
         o.model.stem = resnet18::Stem::imagenet;
       else
         usage("--stem takes cifar or imagenet");
+    } else if (a == "--backend") {
+      const std::string s = value();
+      if (s == "eigen")
+        o.model.conv_backend = resnet18::ConvBackend::eigen;
+      else if (s == "onednn")
+        o.model.conv_backend = resnet18::ConvBackend::onednn;
+      else
+        usage("--backend takes eigen or onednn");
     } else if (a == "--per-layer") {
       o.per_layer = true;
     } else if (a == "--double") {
@@ -93,10 +103,11 @@ template <class S>
 void run(const Options& o) {
   using Clock = std::chrono::steady_clock;
   resnet18::ResNet18<S> model(o.model);
-  std::printf("ResNet-18 %s stem, width %d, %dx%dx%d, %zu parameters, %.3f GFLOP/image forward, %d threads, %s\n",
+  std::printf("ResNet-18 %s stem, width %d, %dx%dx%d, %zu parameters, %.3f GFLOP/image forward, %d threads, %s, "
+              "%s convolutions\n",
               o.model.stem == resnet18::Stem::cifar ? "CIFAR" : "ImageNet", o.model.width, o.model.image_size,
               o.model.image_size, o.model.in_channels, model.num_parameters(), 1e-9 * model.forward_flop_per_image(),
-              omp_get_max_threads(), sizeof(S) == 4 ? "float32" : "float64");
+              omp_get_max_threads(), sizeof(S) == 4 ? "float32" : "float64", model.conv_backend_name());
   for (int batch : o.batches) {
     const std::size_t per_image = std::size_t(o.model.in_channels) * o.model.image_size * o.model.image_size;
     std::vector<S> images(per_image * std::size_t(batch));
