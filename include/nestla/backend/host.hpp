@@ -226,10 +226,7 @@ struct host {
       for (int i = 0; i < plan.ninit; ++i) std::memcpy(plan.init[i] + off + b, p + b, len * sizeof(T));
       std::array<T*, S> sb;
       for (std::size_t k = 0; k < S; ++k) sb[k] = s[k] + b;
-      update(op, p + b, g + b, sb, len);
-      T* m = nullptr;
-      if constexpr (S > 0) m = m_index >= 0 ? sb[m_index] : nullptr;
-      sync(plan, p + b, m, off + b, len);
+      update_sync(op, p + b, g + b, sb, m_index, plan, off + b, len);
     }
   }
 
@@ -283,10 +280,39 @@ struct host {
   }
 #endif
 
-  // The syncs of a plan over n elements starting at flat offset off.
-  template <class T>
-  static void sync(const StepPlan<T>& plan, T* p, T* m, std::size_t off, std::size_t n) {
-    using B = xsimd::batch<T>;
+  // The update and then the plan's syncs, vector by vector: the parameters
+  // and the first moment go from the update to the syncs in registers, in the
+  // same pass. Elements are independent, so this is the update of the whole
+  // range followed by the syncs of the whole range, bit for bit; as two passes
+  // it left the syncs' arithmetic (a loop over levels per vector) unoverlapped
+  // with memory traffic. off is the flat offset of p[0] in the slow buffers.
+  template <class T, std::size_t S, class Op>
+  static void update_sync(const Op& op, T* p, const T* g, const std::array<T*, S>& s, int m_index,
+                          const StepPlan<T>& plan, std::size_t off, std::size_t n) {
+    std::size_t i;
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+    if (detail::wide::avx512_usable())
+      i = update_sync_body_avx512(op, p, g, s, m_index, plan, off, n);
+    else
+#endif
+      i = update_sync_body<xsimd::batch<T>>(op, p, g, s, m_index, plan, off, n);
+    for (; i < n; ++i) {
+      const std::size_t at = off + i;
+      auto load = [at](T* base) { return base[at]; };
+      auto store = [at](T* base, T v) { base[at] = v; };
+      T pv = p[i];
+      T sv[S > 0 ? S : 1];
+      for (std::size_t k = 0; k < S; ++k) sv[k] = s[k][i];
+      op(pv, g[i], sv);
+      apply_syncs<T>(plan, pv, S > 0 && m_index >= 0 ? &sv[m_index] : nullptr, load, store);
+      p[i] = pv;
+      for (std::size_t k = 0; k < S; ++k) s[k][i] = sv[k];
+    }
+  }
+
+  template <class B, class T, std::size_t S, class Op>
+  static std::size_t update_sync_body(const Op& op, T* p, const T* g, const std::array<T*, S>& s, int m_index,
+                                      const StepPlan<T>& plan, std::size_t off, std::size_t n) {
     constexpr std::size_t W = B::size;
     std::size_t i = 0;
     for (; i + W <= n; i += W) {
@@ -294,22 +320,25 @@ struct host {
       auto load = [at](T* base) { return B::load_unaligned(base + at); };
       auto store = [at](T* base, const B& v) { v.store_unaligned(base + at); };
       B pv = B::load_unaligned(p + i);
-      B mv = m ? B::load_unaligned(m + i) : B(T(0));
-      apply_syncs<B>(plan, pv, m ? &mv : nullptr, load, store);
+      const B gv = B::load_unaligned(g + i);
+      B sv[S > 0 ? S : 1];
+      for (std::size_t k = 0; k < S; ++k) sv[k] = B::load_unaligned(s[k] + i);
+      op(pv, gv, sv);
+      apply_syncs<B>(plan, pv, S > 0 && m_index >= 0 ? &sv[m_index] : nullptr, load, store);
       pv.store_unaligned(p + i);
-      if (m) mv.store_unaligned(m + i);
+      for (std::size_t k = 0; k < S; ++k) sv[k].store_unaligned(s[k] + i);
     }
-    for (; i < n; ++i) {
-      const std::size_t at = off + i;
-      auto load = [at](T* base) { return base[at]; };
-      auto store = [at](T* base, T v) { base[at] = v; };
-      T pv = p[i];
-      T mv = m ? m[i] : T(0);
-      apply_syncs<T>(plan, pv, m ? &mv : nullptr, load, store);
-      p[i] = pv;
-      if (m) m[i] = mv;
-    }
+    return i;
   }
+
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+  template <class T, std::size_t S, class Op>
+  [[gnu::target("avx512f"), gnu::flatten]] static std::size_t update_sync_body_avx512(
+      const Op& op, T* p, const T* g, const std::array<T*, S>& s, int m_index, const StepPlan<T>& plan,
+      std::size_t off, std::size_t n) {
+    return update_sync_body<detail::wide::vec512<T>>(op, p, g, s, m_index, plan, off, n);
+  }
+#endif
 };
 
 }  // namespace nestla
