@@ -113,3 +113,23 @@ TEST_CASE("oneDNN and Eigen backends train the same model") {
   c.conv_backend = ConvBackend::onednn;
   CHECK_THROWS_AS(ResNet18<double>{c}, std::invalid_argument);  // oneDNN path is float only
 }
+
+TEST_CASE("changing the thread count between steps is safe (plans and scratch follow it)") {
+  ModelConfig c;
+  c.width = 8;
+  c.image_size = 16;
+  ResNet18<float> model(c);  // oneDNN when built with it, else Eigen: both must cope
+  const auto d = random_vector(4 * 3 * 256, 84);
+  const std::vector<float> images(d.begin(), d.end());
+  const std::vector<std::int32_t> labels = {0, 3, 6, 9};
+  const int saved = omp_get_max_threads();
+  std::vector<Eigen::VectorXf> grads;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    model.train_step(images.data(), labels.data(), 4);
+    grads.emplace_back(model.flat_gradients());
+  }
+  omp_set_num_threads(saved);
+  CHECK((grads[1] - grads[0]).norm() <= 1e-5 * grads[0].norm());
+  CHECK((grads[2] - grads[0]).norm() <= 1e-5 * grads[0].norm());
+}
