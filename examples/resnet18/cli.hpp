@@ -55,7 +55,7 @@ struct CliConfig {
   std::size_t eval_batch_size = 0;
   int epochs = 1;
   std::uint64_t seed = 0;
-  int threads = 0;
+  int threads = 1;  // see --threads: 2 threads on a shared 2-core machine can be far slower than 1
   std::string device = "cpu";
   // --device cuda only
   std::string cuda_layout = "nhwc";

@@ -281,9 +281,10 @@ def parse_args(argv):
     h.add_argument("--grid-s", type=lambda t: [int(v) for v in t.split(",")], default=[5, 10])
     h.add_argument("--grid-h", type=lambda t: [float(v) for v in t.split(",")], default=[0.5, 0.8])
     r = p.add_argument_group("execution")
-    r.add_argument("--jobs", type=int, default=1, help="runs at once")
-    r.add_argument("--threads", type=int, default=0,
-                   help="threads per run (0: cores / jobs)")
+    r.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="runs at once (one per core: single-threaded runs use a core fully and never wait on "
+                        "each other, unlike one run's threads)")
+    r.add_argument("--threads", type=int, default=1, help="threads per run (0: cores / jobs)")
     r.add_argument("--checkpoints", action="store_true",
                    help="checkpoint every run after each epoch and resume interrupted ones")
     r.add_argument("--force", action="store_true", help="rerun configurations that already finished")

@@ -42,6 +42,8 @@ TEST_CASE("cli: defaults are the paper's") {
   CHECK(r.train_data.name == "fashion-mnist");
   CHECK(r.model.width == 64);
   CHECK(r.model.stem == Stem::cifar);
+  CHECK(r.cli.threads == 1);
+  CHECK(r.cli.device == "cpu");
 
   const RunSetup n = parse_command_line({"--optimizer", "nested"});
   REQUIRE(n.optimizer.depth() == 2);
