@@ -13,7 +13,7 @@ The defaults are a CPU-sized version: width 8, 3 epochs of all of Fashion-MNIST,
 one single-threaded run per core. On a 2-core machine a run takes about 3.7 minutes, so
 experiment 1 (28 runs) takes about 50 minutes and experiment 2 (32 runs) about an hour.
 The paper's scale (width 64, many epochs) is a GPU job, e.g.
-    experiments.py --width 64 --epochs 50 --seeds 3 --trainer-args "--device cuda" --jobs 1
+    experiments.py --width 64 --epochs 50 --seeds 3 --trainer-args="--device cuda" --jobs 1
 Python 3 standard library only, plus matplotlib for the plots (skipped without it).
 """
 
