@@ -301,7 +301,7 @@ EvalResult evaluate(TrainingBackend& backend, Batcher& batcher, bool slow, Progr
       correct += r.correct;
       images += r.batch;
       ++batches;
-      if (bar) bar->update(batches, static_cast<std::size_t>(images), loss_sum / images, double(correct) / images);
+      if (bar) bar->update(batches, static_cast<std::size_t>(images), loss_sum / double(images), double(correct) / double(images));
     }
   } catch (...) {
     if (slow) backend.swap_slow_weights();
