@@ -117,7 +117,8 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--alpha", c.alpha, "Innermost level: slow-weights step size in [0, 1]")->group(og);
   app.add_option("--s", c.s, "Second level (and above): sync every s inner syncs")->group(og);
   app.add_option("--h", c.h, "Second level (and above): step size in [0, 1]")->group(og);
-  app.add_option("--levels", c.levels, "Every level as K:ALPHA[:POLICY], innermost first (replaces --k/--alpha/--s/--h)")
+  app.add_option("--levels", c.levels,
+                 "Every level as K:ALPHA[:POLICY], innermost first (replaces --k/--alpha/--s/--h)")
       ->group(og);
   app.add_option("--pullback", c.pullback, "Momentum policy at every level's sync: none, reset or pullback")
       ->check(CLI::IsMember({"none", "keep", "reset", "pullback"}))
@@ -155,7 +156,9 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--train-subset", c.train_subset, "Use the first N training images (0: all; synthetic: 2048)")
       ->group(dg);
   app.add_option("--test-subset", c.test_subset, "Use the first N test images (0: all; synthetic: 512)")->group(dg);
-  app.add_option("--image-size", c.image_size, "Synthetic images' height and width")->check(CLI::Range(4, 1024))->group(dg);
+  app.add_option("--image-size", c.image_size, "Synthetic images' height and width")
+      ->check(CLI::Range(4, 1024))
+      ->group(dg);
   app.add_flag("--no-augment", c.no_augment, "No random crop (4-pixel padding) or horizontal flip")->group(dg);
 
   const std::string mg = "Model";
@@ -186,9 +189,11 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--cuda-layout", c.cuda_layout, "Activation memory format on the GPU: nhwc (channels last) or nchw")
       ->check(CLI::IsMember({"nhwc", "nchw"}))
       ->group(gg);
-  app.add_flag("--no-tf32", c.no_tf32, "Plain float32 convolutions (TF32 tensor cores are on by default, as in PyTorch)")
+  app.add_flag("--no-tf32", c.no_tf32,
+               "Plain float32 convolutions (TF32 tensor cores are on by default, as in PyTorch)")
       ->group(gg);
-  app.add_option("--cuda-algo", c.cuda_algo, "Convolution algorithms: find (time each once) or heuristic (cuDNN's ranking)")
+  app.add_option("--cuda-algo", c.cuda_algo,
+                 "Convolution algorithms: find (time each once) or heuristic (cuDNN's ranking)")
       ->check(CLI::IsMember({"find", "heuristic"}))
       ->group(gg);
   app.add_option("--max-steps", c.max_steps, "Stop after N optimizer steps in all (0: no limit)")
@@ -226,26 +231,32 @@ RunSetup finalize(const CLI::App& app, const CliConfig& c) {
   if (!wrapped) {
     spec.base = base_of(c.optimizer);
     for (const char* name : {"--inner", "--depth", "--k", "--alpha", "--s", "--h", "--levels", "--pullback"})
-      if (given(name)) fail(name, "applies only to --optimizer lookahead or nested (got --optimizer " + c.optimizer + ")");
+      if (given(name))
+        fail(name, "applies only to --optimizer lookahead or nested (got --optimizer " + c.optimizer + ")");
   } else {
     spec.base = base_of(c.inner);
     const nestla::Momentum policy = parse_momentum_policy(c.pullback);
     const bool lookahead = c.optimizer == "lookahead";
     if (given("--depth") && lookahead && c.depth != 1)
-      fail("--depth", "--optimizer lookahead is one level (depth 1); for " + str(c.depth) + " levels use --optimizer nested --depth " + str(c.depth));
+      fail("--depth", "--optimizer lookahead is one level (depth 1); for " + str(c.depth) +
+                          " levels use --optimizer nested --depth " + str(c.depth));
     if (given("--depth") && c.depth < 1)
-      fail("--depth", "must be >= 1 for --optimizer nested (got " + str(c.depth) + "); depth 0 is the base optimizer alone, e.g. --optimizer " + c.inner);
+      fail("--depth", "must be >= 1 for --optimizer nested (got " + str(c.depth) +
+                          "); depth 0 is the base optimizer alone, e.g. --optimizer " + c.inner);
     if (given("--depth") && c.depth > max_factory_depth)
-      fail("--depth", "at most " + str(max_factory_depth) + " levels are compiled into this trainer (got " + str(c.depth) + ")");
+      fail("--depth",
+           "at most " + str(max_factory_depth) + " levels are compiled into this trainer (got " + str(c.depth) + ")");
     if (given("--levels")) {
       for (const char* name : {"--k", "--alpha", "--s", "--h"})
         if (given(name)) fail(name, "give either --levels or --k/--alpha/--s/--h, not both");
       spec.levels = parse_levels(c.levels, policy);
       const int n = spec.depth();
       if (given("--depth") && n != c.depth) fail("--levels", str(n) + " levels given, but --depth is " + str(c.depth));
-      if (lookahead && n != 1) fail("--levels", "--optimizer lookahead takes one level (got " + str(n) + "); use --optimizer nested");
+      if (lookahead && n != 1)
+        fail("--levels", "--optimizer lookahead takes one level (got " + str(n) + "); use --optimizer nested");
       if (n > max_factory_depth)
-        fail("--levels", str(n) + " levels given, at most " + str(max_factory_depth) + " are compiled into this trainer");
+        fail("--levels",
+             str(n) + " levels given, at most " + str(max_factory_depth) + " are compiled into this trainer");
     } else {
       const int depth = lookahead ? 1 : (given("--depth") ? c.depth : 2);
       if (depth == 1 && (given("--s") || given("--h")))
@@ -261,9 +272,12 @@ RunSetup finalize(const CLI::App& app, const CliConfig& c) {
     }
   }
   const bool sgd = spec.base == BaseKind::sgd;
-  if (!sgd && given("--momentum")) fail("--momentum", "is SGD's; Adam and AdamW take --beta1 (the base here is " + std::string(to_string(spec.base)) + ")");
+  if (!sgd && given("--momentum"))
+    fail("--momentum",
+         "is SGD's; Adam and AdamW take --beta1 (the base here is " + std::string(to_string(spec.base)) + ")");
   if (!sgd && c.nesterov) fail("--nesterov", "needs an SGD base");
-  if (sgd && (given("--beta1") || given("--beta2"))) fail(given("--beta1") ? "--beta1" : "--beta2", "applies to Adam and AdamW, not SGD");
+  if (sgd && (given("--beta1") || given("--beta2")))
+    fail(given("--beta1") ? "--beta1" : "--beta2", "applies to Adam and AdamW, not SGD");
   if (sgd && c.nesterov && c.momentum <= 0) fail("--nesterov", "needs --momentum > 0");
   spec.lr = c.lr;
   spec.momentum = sgd ? c.momentum : 0.0;
@@ -286,7 +300,8 @@ RunSetup finalize(const CLI::App& app, const CliConfig& c) {
   // ---- data
   if ((c.dataset == "cifar10" || c.dataset == "mnist") && c.data_dir.empty())
     fail("--data", "--dataset " + c.dataset + " needs --data DIR (where its files are)");
-  if (c.dataset == "synthetic" && given("--data")) fail("--data", "--dataset synthetic is generated, it reads no files");
+  if (c.dataset == "synthetic" && given("--data"))
+    fail("--data", "--dataset synthetic is generated, it reads no files");
   if (c.dataset != "synthetic" && given("--image-size"))
     fail("--image-size", "applies to --dataset synthetic only (" + c.dataset + " has its own image size)");
   for (DatasetOptions* d : {&r.train_data, &r.test_data}) {
@@ -314,7 +329,8 @@ RunSetup finalize(const CLI::App& app, const CliConfig& c) {
   t.seed = c.seed;
   t.augment = !c.no_augment;
   if (c.eval_slow && spec.depth() == 0)
-    fail("--eval-slow", "needs a Lookahead optimizer (--optimizer lookahead or nested); " + c.optimizer + " has no slow weights");
+    fail("--eval-slow",
+         "needs a Lookahead optimizer (--optimizer lookahead or nested); " + c.optimizer + " has no slow weights");
   t.eval_slow = c.eval_slow;
   t.metrics = c.metrics;
   t.checkpoint = c.checkpoint;
@@ -344,7 +360,8 @@ void complete_run_info(RunSetup& r, const Dataset& train_set, const Dataset& tes
   const CliConfig& c = r.cli;
   const OptimizerSpec& o = r.optimizer;
   json levels = json::array();
-  for (const LevelSpec& l : o.levels) levels.push_back({{"k", l.k}, {"alpha", l.alpha}, {"momentum", nestla::to_string(l.momentum)}});
+  for (const LevelSpec& l : o.levels)
+    levels.push_back({{"k", l.k}, {"alpha", l.alpha}, {"momentum", nestla::to_string(l.momentum)}});
   json optimizer = {{"name", c.optimizer},
                     {"base", to_string(o.base)},
                     {"depth", o.depth()},

@@ -190,7 +190,8 @@ std::unique_ptr<AnyOptimizer<Params>> wrap_levels(Base base, const OptimizerSpec
     case 3: return make.template operator()<3>();
     default:
       throw std::invalid_argument("optimizer: nesting depth " + std::to_string(spec.depth()) +
-                                  " is not compiled into this trainer (0 to " + std::to_string(max_factory_depth) + ")");
+                                  " is not compiled into this trainer (0 to " + std::to_string(max_factory_depth) +
+                                  ")");
   }
 }
 

@@ -129,12 +129,15 @@ json load_train_checkpoint(const fs::path& path, TrainingBackend& backend) {
   std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) bad_checkpoint(path, "read error");
   const std::size_t header = sizeof kMagic + sizeof(std::uint32_t);
-  if (buf.size() < header + sizeof(std::uint32_t)) bad_checkpoint(path, "truncated (" + std::to_string(buf.size()) + " bytes)");
-  if (std::memcmp(buf.data(), kMagic, sizeof kMagic) != 0) bad_checkpoint(path, "not a resnet18_train checkpoint (bad magic)");
+  if (buf.size() < header + sizeof(std::uint32_t))
+    bad_checkpoint(path, "truncated (" + std::to_string(buf.size()) + " bytes)");
+  if (std::memcmp(buf.data(), kMagic, sizeof kMagic) != 0)
+    bad_checkpoint(path, "not a resnet18_train checkpoint (bad magic)");
   std::uint32_t version;
   std::memcpy(&version, buf.data() + sizeof kMagic, sizeof version);
   if (version != kVersion)
-    bad_checkpoint(path, "format version " + std::to_string(version) + ", this build reads " + std::to_string(kVersion));
+    bad_checkpoint(path,
+                   "format version " + std::to_string(version) + ", this build reads " + std::to_string(kVersion));
   const std::size_t body = buf.size() - sizeof(std::uint32_t);
   std::uint32_t stored;
   std::memcpy(&stored, buf.data() + body, sizeof stored);
@@ -301,7 +304,9 @@ EvalResult evaluate(TrainingBackend& backend, Batcher& batcher, bool slow, Progr
       correct += r.correct;
       images += r.batch;
       ++batches;
-      if (bar) bar->update(batches, static_cast<std::size_t>(images), loss_sum / double(images), double(correct) / double(images));
+      if (bar)
+        bar->update(batches, static_cast<std::size_t>(images), loss_sum / double(images),
+                    double(correct) / double(images));
     }
   } catch (...) {
     if (slow) backend.swap_slow_weights();
@@ -443,10 +448,10 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
     if (slow) m.extra.emplace_back("eval_slow", 1);
 
     char line[320];
-    std::snprintf(line, sizeof line, "epoch %*d/%d  train loss %.4f acc %s  test loss %s acc %s  lr %.3g  %.1f s  %.0f img/s",
-                  ew, m.epoch, o.epochs, m.train_loss, percent(m.train_acc).c_str(),
-                  m.test_loss ? fixed4(*m.test_loss).c_str() : "-",
-                  m.test_acc ? percent(*m.test_acc).c_str() : "-", lr, m.seconds, m.images_per_s);
+    std::snprintf(
+        line, sizeof line, "epoch %*d/%d  train loss %.4f acc %s  test loss %s acc %s  lr %.3g  %.1f s  %.0f img/s", ew,
+        m.epoch, o.epochs, m.train_loss, percent(m.train_acc).c_str(), m.test_loss ? fixed4(*m.test_loss).c_str() : "-",
+        m.test_acc ? percent(*m.test_acc).c_str() : "-", lr, m.seconds, m.images_per_s);
     log << line << std::endl;
     if (metrics) metrics->write(m);
     summary.epochs.push_back(m);

@@ -1,4 +1,4 @@
-// The training loop (epochs, schedule, evaluation, metrics, checkpoints, resume), written against a small model backend.
+// The training loop (epochs, schedule, evaluation, metrics, resumable checkpoints) over a small model backend.
 #pragma once
 
 // The loop knows nothing of Eigen, threads or devices: everything that touches the model
