@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Turns nestla_bench's and torch_optim_bench.py's JSON into the markdown tables of benchmarks/RESULTS.md."""
+import argparse
+import json
+import re
+
+SETS = ("single", "resnet18")
+THREADS = (1, 2)
+OPTS = ("SGD", "Adam", "AdamW", "LA1-Adam", "LA2-Adam", "LA3-Adam", "LA1-SGD", "LA2-SGD", "LA3-SGD")
+# Amortized byte floors of nesting, k = 5 at every level (see bytes_per_step in optimizer_bench.cpp).
+def floor(base_bytes, depth, k=5):
+    steps = k ** depth
+    total = steps * base_bytes + sum(steps // k ** (level + 1) * 8 for level in range(depth))
+    return total / (steps * base_bytes)
+
+
+GOAL_NEST = {2: 1.08, 3: 1.09}
+
+
+def load_medians(path):
+    with open(path) as f:
+        data = json.load(f)
+    out = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name", "median") == "median":
+            name = b.get("run_name", b["name"])
+            # Drop Google Benchmark's suffixes: /min_time:..., /iterations:..., /repeats:..., /real_time.
+            name = re.sub(r"(/(min_time|iterations|repeats):[^/]*|/real_time)+$", "", name)
+            out[name] = b
+    return data.get("context", {}), out
+
+
+def fmt(x, spec=".2f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--flavour", action="append", required=True, help="LABEL=PATH to nestla_bench JSON")
+    ap.add_argument("--torch", action="append", default=[], help="torch_optim_bench.py JSON")
+    args = ap.parse_args()
+
+    flavours = []
+    for spec in args.flavour:
+        label, path = spec.rsplit("=", 1)
+        ctx, med = load_medians(path)
+        flavours.append((label, med))
+    goals = []  # (goal, flavour, where, value, ok)
+
+    print("### Memory roofline and Adam's compute floor\n")
+    print("Median of the repetitions. Roofline loops are built with `-O3 -march=native` in both flavours; the "
+          "compute floor is nestla's own Adam loop over an L1-resident block, built with the flavour's flags.\n")
+    print("| flavour | threads | copy GB/s | Adam-shaped GB/s | Adam-shaped ms | Adam compute floor ms (1 thread) |")
+    print("|---|---|---|---|---|---|")
+    for label, med in flavours:
+        for t in THREADS:
+            copy = med.get(f"roofline/copy/t{t}", {})
+            roof = med.get(f"roofline/adam_shaped/t{t}", {})
+            comp = med.get("compute/Adam/t1", {})
+            print(f"| {label} | {t} | {fmt(copy.get('GBps', 0) / 1e9 if copy else None, '.1f')} | "
+                  f"{fmt(roof.get('GBps', 0) / 1e9 if roof else None, '.1f')} | "
+                  f"{fmt(roof.get('s_per_step', 0) * 1e3 if roof else None)} | "
+                  f"{fmt(comp.get('s_per_step', 0) * 1e3 if comp else None)} |")
+    print()
+
+    nestla_ms = {}  # (flavour, set, threads, opt) -> ms per step, std::vector
+    nestla_best = {}
+    for label, med in flavours:
+        print(f"### Steps, {label}\n")
+        print("Time per step (std::vector; median over rotations), effective GB/s of the counted bytes, that as a "
+              "share of the Adam-shaped roofline timed in rotation with it (same seconds, same threads) and of the "
+              "copy roofline, and the Eigen and xtensor containers' time over std::vector's (same rotations). "
+              "Shares and ratios are medians of per-rotation ratios; in parentheses, the same from the fastest "
+              "step seen at each position of the cycle (other jobs on the machine only add time).\n")
+        print("| optimizer | set | threads | ms/step | bytes/step | GB/s | % Adam-shaped roofline | % copy roofline "
+              "| Eigen / vector | xtensor / vector | rotations |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for opt in OPTS:
+            for s in SETS:
+                for t in THREADS:
+                    b = med.get(f"steps/{opt}/{s}/t{t}")
+                    if not b:
+                        continue
+                    ms = b["s_per_step:vector"] * 1e3
+                    nestla_ms[(label, s, t, opt)] = ms
+                    nestla_best[(label, s, t, opt)] = b["best_s_per_step:vector"] * 1e3
+                    gbps = b["GBps:vector"]
+                    byte_ratio = b["bytes_per_step:vector"] / b["bytes_per_step:roofline"]
+                    roof = byte_ratio / b["ratio0:vector"]
+                    copy = med.get(f"roofline/copy/t{t}")
+                    copy_share = gbps / (copy["GBps"] / 1e9) if copy else None
+                    eig, xt = b["ratio1:eigen"], b["ratio1:xtensor"]
+                    bv = b["best_s_per_step:vector"]
+                    best_roof = byte_ratio * b["best_s_per_step:roofline"] / bv
+                    best_eig = b["best_s_per_step:eigen"] / bv
+                    best_xt = b["best_s_per_step:xtensor"] / bv
+                    print(f"| {opt} | {s} | {t} | {ms:.2f} ({bv * 1e3:.2f}) | {b['bytes_per_step:vector'] / 1e6:.0f} MB | "
+                          f"{gbps:.1f} | {roof * 100:.0f}% ({best_roof * 100:.0f}%) | "
+                          f"{fmt(copy_share * 100 if copy_share else None, '.0f')}% | "
+                          f"{eig:.3f} ({best_eig:.3f}) | {xt:.3f} ({best_xt:.3f}) | {b['rotations']:.0f} |")
+                    if opt in ("SGD", "Adam", "AdamW"):
+                        goals.append(("step >= 90% of Adam-shaped roofline", label, f"{opt} {s} t{t}",
+                                      f"{roof * 100:.0f}% ({best_roof * 100:.0f}%)", roof >= 0.90))
+                    worst = max(abs(eig - 1), abs(xt - 1))
+                    goals.append(("container within 2% of std::vector", label, f"{opt} {s} t{t}",
+                                  f"Eigen {eig:.3f} ({best_eig:.3f}), xtensor {xt:.3f} ({best_xt:.3f})",
+                                  worst <= 0.02))
+        print()
+
+    rows = [(label, t, med.get(f"dispatch/Adam/single/t{t}")) for label, med in flavours for t in THREADS]
+    if any(b for _, _, b in rows):
+        print("### Adam with and without the AVX-512 dispatch (one tensor of N floats)\n")
+        print("nestla's Adam step, and the update loop it had before (xsimd's batch width for the build's flags), "
+              "each as a share of the Adam-shaped roofline timed in the same rotations (fastest steps in "
+              "parentheses).\n")
+        print("| flavour | threads | nestla ms/step | nestla % roofline | xsimd-only ms/step | xsimd-only % roofline |")
+        print("|---|---|---|---|---|---|")
+        for label, t, b in rows:
+            if not b:
+                continue
+            def share(m):
+                return (f"{100 / b['ratio0:' + m]:.0f}% "
+                        f"({100 * b['best_s_per_step:roofline'] / b['best_s_per_step:' + m]:.0f}%)")
+            print(f"| {label} | {t} | {b['s_per_step:vector'] * 1e3:.2f} | {share('vector')} | "
+                  f"{b['s_per_step:xsimd_only'] * 1e3:.2f} | {share('xsimd_only')} |")
+        print()
+
+    print("### Amortized nesting cost (std::vector, k = 5 at every level, whole outer cycles)\n")
+    print("Each depth's time per step over the base optimizer's, all timed in rotation (in parentheses: from "
+          "the fastest blocks); the byte floor is the counted bytes' ratio.\n")
+    print("| flavour | base | set | threads | base ms/step | LA1 | LA2 (goal Adam 1.08) | LA3 (goal Adam 1.09) | "
+          "byte floors LA1 / LA2 / LA3 | rotations |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, med in flavours:
+        for base, bb in (("Adam", 28), ("SGD", 20)):
+            for s in SETS:
+                for t in THREADS:
+                    b = med.get(f"nesting/{base}/{s}/t{t}")
+                    if not b:
+                        continue
+                    base_s = b[f"s_per_step:{base}"]
+                    r = [b[f"ratio0:LA{d}"] for d in (1, 2, 3)]
+                    rb = [b[f"best_s_per_step:LA{d}"] / b[f"best_s_per_step:{base}"] for d in (1, 2, 3)]
+                    floors = " / ".join(f"{floor(bb, d):.3f}" for d in (1, 2, 3))
+                    cells = " | ".join(f"{r[i]:.3f} ({rb[i]:.3f})" for i in range(3))
+                    print(f"| {label} | {base} | {s} | {t} | {base_s * 1e3:.2f} | {cells} | {floors} | "
+                          f"{b['rotations']:.0f} |")
+                    if base == "Adam":
+                        for d in (2, 3):
+                            goals.append((f"LA{d}<Adam> <= {GOAL_NEST[d]}x Adam", label, f"{s} t{t}",
+                                          f"{r[d - 1]:.3f} ({rb[d - 1]:.3f})", r[d - 1] <= GOAL_NEST[d]))
+    print()
+
+    for path in args.torch:
+        with open(path) as f:
+            tr = json.load(f)
+        print(f"### PyTorch {tr['torch']} (Python {tr['python']}), CPU, huge-page malloc\n")
+        print("ms per step (median; in parentheses from the fastest step at each cycle position); speed-up = "
+              "torch's time over nestla's for the same optimizer, tensors and threads (nestla: std::vector), "
+              "median over median (best over best). nestla and torch ran minutes apart.\n")
+        flav = [label for label, _ in flavours]
+        print("| set | threads | torch config | torch ms/step | " + " | ".join(f"speed-up {f}" for f in flav) + " |")
+        print("|---|---|---|---|" + "---|" * len(flav))
+        for s in SETS:
+            for t in THREADS:
+                rows = [r for r in tr["results"] if r["set"] == s and r["threads"] == t]
+                best_adam = min((r for r in rows if r["config"].startswith("Adam ")), key=lambda r: r["s_per_step"],
+                                default=None)
+                for r in rows:
+                    opt = r["config"].split()[0]
+                    ms, bms = r["s_per_step"] * 1e3, r["best_s_per_step"] * 1e3
+                    ups = []
+                    for f in flav:
+                        n, nb = nestla_ms.get((f, s, t, opt)), nestla_best.get((f, s, t, opt))
+                        ups.append(f"{ms / n:.1f}x ({bms / nb:.1f}x)" if n else "n/a")
+                    mark = " (fastest Adam)" if r is best_adam else ""
+                    print(f"| {s} | {t} | {r['config']}{mark} | {ms:.2f} ({bms:.2f}) | " + " | ".join(ups) + " |")
+                if best_adam:
+                    for f in flav:
+                        n = nestla_ms.get((f, s, t, "Adam"))
+                        if n:
+                            up = best_adam["s_per_step"] * 1e3 / n
+                            upb = best_adam["best_s_per_step"] * 1e3 / nestla_best[(f, s, t, "Adam")]
+                            goals.append((f">= 2x fastest torch {tr['torch']} Adam", f, f"{s} t{t}",
+                                          f"{up:.1f}x ({upb:.1f}x)", up >= 2))
+        print()
+
+    print("### Goals\n")
+    print("| goal | flavour | case | value | met |")
+    print("|---|---|---|---|---|")
+    for g, f, where, value, ok in goals:
+        print(f"| {g} | {f} | {where} | {value} | {'yes' if ok else '**no**'} |")
+    met = sum(1 for g in goals if g[4])
+    print(f"\n{met} of {len(goals)} goal checks met.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""torch.optim steps on the CPU (SGD, Adam, AdamW; foreach off/on, fused; Python Lookahead 1-2 deep) on nestla_bench's tensors, as JSON."""
+import argparse
+import inspect
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+N = 11173962
+K = 5  # Lookahead's k at every level, as in nestla_bench
+
+
+def read_shapes(path):
+    shapes = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                shapes.append(tuple(int(d) for d in line.split()[1:]))
+    return shapes
+
+
+def make_params(shapes, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    params = []
+    for s in shapes:
+        p = torch.nn.Parameter(torch.empty(s).uniform_(0.01, 0.1, generator=g))
+        # Same magnitudes as nestla_bench: Adam's state stays clear of denormals.
+        p.grad = torch.empty(s).uniform_(1e-3, 1e-2, generator=g)
+        p.grad.mul_(torch.randint(0, 2, s, generator=g).mul_(2).sub_(1))
+        params.append(p)
+    return params
+
+
+class Base:
+    """Adapts a torch.optim optimizer to the cycle protocol: every step is a cycle."""
+
+    def __init__(self, opt, params):
+        self.opt, self.params = opt, params
+
+    def step(self):
+        self.opt.step()
+        return True
+
+    def levels(self):
+        return []
+
+
+class Lookahead:
+    """Lookahead (Zhang et al. 2019) over Base or Lookahead, nestla's semantics, momentum kept.
+
+    Syncs after every k-th inner cycle: slow += alpha (p - slow); p = slow; inner
+    levels' slow weights = slow. Foreach kernels where the installed torch has them.
+    """
+
+    def __init__(self, inner, k=K, alpha=0.5):
+        self.inner, self.k, self.alpha, self.count = inner, k, alpha, 0
+        self.params = inner.params
+        with torch.no_grad():
+            self.slow = [p.detach().clone() for p in self.params]
+
+    def levels(self):
+        return self.inner.levels() + [self]
+
+    @torch.no_grad()
+    def step(self):
+        if not self.inner.step():
+            return False
+        self.count += 1
+        if self.count < self.k:
+            return False
+        self.count = 0
+        if hasattr(torch, "_foreach_lerp_"):
+            torch._foreach_lerp_(self.slow, self.params, self.alpha)
+        else:
+            for s, p in zip(self.slow, self.params):
+                s.lerp_(p, self.alpha)
+        copy = getattr(torch, "_foreach_copy_", None)
+        for dst in [self.params] + [lvl.slow for lvl in self.inner.levels()]:
+            if copy is not None:
+                copy(dst, self.slow)
+            else:
+                for d, s in zip(dst, self.slow):
+                    d.copy_(s)
+        return True
+
+
+def optimizer_configs():
+    """(name, factory(params) -> torch optimizer) for every variant the installed torch offers."""
+    configs = []
+    for cls, extra in ((torch.optim.SGD, {"momentum": 0.9}), (torch.optim.Adam, {}), (torch.optim.AdamW, {})):
+        variants = [("foreach=False", {"foreach": False}), ("foreach=True", {"foreach": True})]
+        if "fused" in inspect.signature(cls).parameters:
+            variants.append(("fused=True", {"fused": True}))
+        for label, kw in variants:
+            configs.append((f"{cls.__name__} {label}", lambda ps, cls=cls, kw={**extra, **kw}: cls(ps, lr=1e-3, **kw)))
+    return configs
+
+
+def time_steps(model, cycle, min_time, reps):
+    """Seconds per step: the median over `reps` runs of whole outer cycles (each run >= min_time), and the
+    sum over the cycle of the fastest step seen at each position, per step (other jobs only add time)."""
+    for _ in range(max(cycle, 3)):  # creates the state; whole cycles keep runs aligned
+        model.step()
+    t0 = time.perf_counter()
+    for _ in range(cycle):
+        model.step()
+    once = time.perf_counter() - t0
+    cycles = max(1, math.ceil(min_time / max(once, 1e-9)))
+    best = [math.inf] * cycle
+    samples = []
+    for _ in range(reps):
+        total = 0.0
+        for _ in range(cycles):
+            for i in range(cycle):
+                t0 = time.perf_counter()
+                model.step()
+                dt = time.perf_counter() - t0
+                total += dt
+                best[i] = min(best[i], dt)
+        samples.append(total / (cycles * cycle))
+    return statistics.median(samples), sum(best) / cycle, samples
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shapes", required=True)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--filter", default="", help="only configs whose name contains this")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    sets = {"single": [(N,)], "resnet18": read_shapes(args.shapes)}
+    assert sum(math.prod(s) for s in sets["resnet18"]) == N and len(sets["resnet18"]) == 62
+    results = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for set_name, shapes in sets.items():
+            best_adam = None
+            for name, factory in optimizer_configs():
+                if args.filter not in name:
+                    continue
+                params = make_params(shapes)
+                try:
+                    model = Base(factory(params), params)
+                    model.step()
+                except (RuntimeError, ValueError) as e:  # e.g. fused=True on a CPU build without it
+                    print(f"skip {name}: {str(e).splitlines()[0]}", file=sys.stderr)
+                    continue
+                sec, best, samples = time_steps(model, 1, args.min_time, args.reps)
+                results.append({"set": set_name, "threads": threads, "config": name, "s_per_step": sec,
+                                "best_s_per_step": best, "samples": samples})
+                print(f"{set_name:9s} t{threads} {name:22s} {sec * 1e3:8.2f} ms (best {best * 1e3:.2f})",
+                      file=sys.stderr)
+                if name.startswith("Adam ") and (best_adam is None or sec < best_adam[1]):
+                    best_adam = (name, sec, factory)
+                del model, params
+            if best_adam is None:
+                continue
+            # Lookahead over the fastest Adam of this set and thread count.
+            for depth in (1, 2):
+                name = f"LA{depth}-Adam ({best_adam[0]})"
+                if args.filter not in name:
+                    continue
+                params = make_params(shapes)
+                model = Base(best_adam[2](params), params)
+                for _ in range(depth):
+                    model = Lookahead(model)
+                sec, best, samples = time_steps(model, K ** depth, args.min_time, args.reps)
+                results.append({"set": set_name, "threads": threads, "config": name, "s_per_step": sec,
+                                "best_s_per_step": best, "samples": samples})
+                print(f"{set_name:9s} t{threads} {name:22s} {sec * 1e3:8.2f} ms (best {best * 1e3:.2f})",
+                      file=sys.stderr)
+                del model, params
+    with open(args.out, "w") as f:
+        json.dump({"torch": torch.__version__, "python": sys.version.split()[0], "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
