@@ -19,7 +19,7 @@ BUILD=${1:-build-bench-cpu}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 ROUNDS=${ROUNDS:-3} STEPS=${STEPS:-4} WARMUP=${WARMUP:-2} THREADS=${THREADS:-2}
 BATCHES=${BATCHES:-64,128} BACKEND=${BACKEND:-onednn} NATIVE=${NATIVE:-0} PYTHON=${PYTHON:-/usr/bin/python3}
-PEAK_GFLOPS=${PEAK_GFLOPS:-444}   # FMA peak of the 2-vCPU Zen 5 dev machine at 2 threads
+PEAK_GFLOPS=${PEAK_GFLOPS:-$((222 * THREADS))}   # FMA peak: 222 GFLOP/s per thread (shared/design/perf-notes.md)
 BIN=$BUILD/examples/resnet18/resnet18_bench
 
 if [[ ! -f $BUILD/CMakeCache.txt ]]; then
