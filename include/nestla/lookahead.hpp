@@ -168,9 +168,9 @@ class Lookahead {
     w.put<std::uint64_t>(syncs_);
     w.put<std::uint8_t>(swapped_);
     if (base().initialized()) {
-      write_buffer(w, slow_);
+      detail::write_state_buffer<backend_type>(w, slow_, base().layout());
       w.put<std::uint8_t>(!slow_m_.empty());
-      if (!slow_m_.empty()) write_buffer(w, slow_m_);
+      if (!slow_m_.empty()) detail::write_state_buffer<backend_type>(w, slow_m_, base().layout());
     }
     inner_.write_state(w);
   }
@@ -193,8 +193,9 @@ class Lookahead {
     slow_ = {};
     slow_m_ = {};
     if (l) {
-      slow_ = read_buffer(r, *l, "Lookahead slow weights");
-      if (r.get<std::uint8_t>("Lookahead has slow momenta")) slow_m_ = read_buffer(r, *l, "Lookahead slow momenta");
+      slow_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow weights");
+      if (r.get<std::uint8_t>("Lookahead has slow momenta"))
+        slow_m_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow momenta");
       else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
     }
     inner_.read_state(r, l);
@@ -208,18 +209,6 @@ class Lookahead {
     base().bind_params(params, who);
     return base().views();
   }
-  void write_buffer(detail::checkpoint_writer& w, const buffer& b) const {
-    const auto& l = base().layout();
-    for (std::size_t i = 0; i < l.count(); ++i)
-      backend_type::download(w.put_array_slot<T>(l.sizes[i]), b.data() + l.offsets[i], l.sizes[i]);
-  }
-  static buffer read_buffer(detail::checkpoint_reader& r, const Layout& l, const char* field) {
-    buffer b(l.total);
-    for (std::size_t i = 0; i < l.count(); ++i)
-      backend_type::upload(b.data() + l.offsets[i], r.get_array<T>(l.sizes[i], field), l.sizes[i]);
-    return b;
-  }
-
   Inner inner_;
   LookaheadOptions opts_;
   buffer slow_, slow_m_;

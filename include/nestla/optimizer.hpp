@@ -70,6 +70,22 @@ constexpr const char* scalar_name() {
   else return "long double";
 }
 
+// Each tensor's segment of a flat state buffer (padding left out), through
+// the backend so that device state is copied to and from the host.
+template <class Backend, class Buffer>
+void write_state_buffer(checkpoint_writer& w, const Buffer& b, const Layout& l) {
+  using T = std::remove_cvref_t<decltype(*b.data())>;
+  for (std::size_t i = 0; i < l.count(); ++i)
+    Backend::download(w.put_array_slot<T>(l.sizes[i]), b.data() + l.offsets[i], l.sizes[i]);
+}
+template <class Backend, class T>
+typename Backend::template buffer<T> read_state_buffer(checkpoint_reader& r, const Layout& l, const char* field) {
+  typename Backend::template buffer<T> b(l.total);
+  for (std::size_t i = 0; i < l.count(); ++i)
+    Backend::upload(b.data() + l.offsets[i], r.get_array<T>(l.sizes[i], field), l.sizes[i]);
+  return b;
+}
+
 }  // namespace detail
 
 // CRTP base of SGD, Adam and AdamW. Derived provides
@@ -249,16 +265,11 @@ class BaseOptimizer {
     else Backend::template fused_step<T, S>(ctx_, views(), layout_.total, state, m_index, plan, make_op);
   }
 
-  // Writes each tensor's segment of a flat state buffer.
   void write_buffer(detail::checkpoint_writer& w, const typename Backend::template buffer<T>& b) const {
-    for (std::size_t i = 0; i < layout_.count(); ++i)
-      Backend::download(w.put_array_slot<T>(layout_.sizes[i]), b.data() + layout_.offsets[i], layout_.sizes[i]);
+    detail::write_state_buffer<Backend>(w, b, layout_);
   }
   typename Backend::template buffer<T> read_buffer(detail::checkpoint_reader& r, const char* field) const {
-    typename Backend::template buffer<T> b(layout_.total);
-    for (std::size_t i = 0; i < layout_.count(); ++i)
-      Backend::upload(b.data() + layout_.offsets[i], r.get_array<T>(layout_.sizes[i], field), layout_.sizes[i]);
-    return b;
+    return detail::read_state_buffer<Backend, T>(r, layout_, field);
   }
 
   typename Backend::context ctx_;
@@ -301,8 +312,7 @@ class BaseOptimizer {
 namespace detail {
 
 template <class P, class T>
-constexpr void check_set_type(const char* what) {
-  (void)what;
+constexpr void check_set_type() {
   static_assert(ParameterSet<P>,
                 "nestla: not a parameter set: expected a tensor (std::vector<T>, std::array<T, N>, std::span<T>, "
                 "or a type with a nestla::tensor_traits specialization, e.g. from <nestla/eigen.hpp> or "
@@ -397,7 +407,7 @@ void load_checkpoint(Top& top, std::istream& is) {
 template <class Derived, class T, class Backend>
 template <class P>
 void BaseOptimizer<Derived, T, Backend>::bind_params(P& params, const char* who) {
-  detail::check_set_type<P, T>("parameters");
+  detail::check_set_type<P, T>();
   views_.clear();
   for_each_tensor(params, [&](auto& tensor) {
     using Tr = tensor_traits<std::remove_cvref_t<decltype(tensor)>>;
@@ -423,7 +433,7 @@ void BaseOptimizer<Derived, T, Backend>::bind_params(P& params, const char* who)
 template <class Derived, class T, class Backend>
 template <class P, class G>
 void BaseOptimizer<Derived, T, Backend>::bind(P& params, G& grads) {
-  detail::check_set_type<G, T>("gradients");
+  detail::check_set_type<G, T>();
   bind_params(params, "step");
   std::size_t i = 0;
   for_each_tensor(grads, [&](auto& tensor) {

@@ -62,8 +62,6 @@ struct sgd_update {
 
 template <class T = float, class Backend = host>
 class SGD : public BaseOptimizer<SGD<T, Backend>, T, Backend> {
-  using Base = BaseOptimizer<SGD<T, Backend>, T, Backend>;
-  friend Base;
 
  public:
   using options_type = SGDOptions;
