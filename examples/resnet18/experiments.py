@@ -209,6 +209,53 @@ def summarize(experiment_configs, runs, out, a):
     return text
 
 
+def run_header(path):
+    """The run record (first line) of a metrics file, or {}."""
+    try:
+        with open(path) as f:
+            return json.loads(f.readline()).get("run", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def report_runs(paths, out, title):
+    """--report: an epoch-by-epoch table and a test-accuracy plot of finished (or running) trainer runs."""
+    lines = [f"# {title}", ""]
+    curves = []
+    for path in map(Path, paths):
+        epochs, summary = read_metrics(path)
+        if not epochs:
+            raise SystemExit(f"experiments: {path}: no epoch records (is it a resnet18_train --metrics file?)")
+        run = run_header(path)
+        data = run.get("data", {})
+        lines += [f"## {path.stem}", "",
+                  f"{run.get('backend', '?')}; batch {run.get('batch_size', '?')}, {run.get('epochs', '?')} epochs, "
+                  f"schedule {run.get('schedule', {}).get('kind', '?')}, seed {run.get('seed', '?')}, "
+                  f"{data.get('dataset', '?')} ({data.get('train_size', '?')} train / {data.get('test_size', '?')} test, "
+                  f"augmentation {'on' if data.get('augment') else 'off'}).", ""]
+        if summary:
+            lines += [f"**Final test accuracy {100 * summary['final_test_acc']:.2f}%**, best "
+                      f"{100 * summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']}), {summary['steps']} steps, "
+                      f"{fmt_time(summary['seconds'])}." + (" Stopped early." if summary.get("stopped_early") else ""), ""]
+        else:
+            lines += [f"Unfinished: {len(epochs)} epochs recorded.", ""]
+        lines += ["| epoch | steps | lr | train loss | train acc | test loss | test acc | time | images/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for e in epochs:
+            lines.append(f"| {e['epoch']} | {e['step']} | {e['lr']:.3g} | {e['train_loss']:.4f} | "
+                         f"{100 * e['train_acc']:.2f} | {e['test_loss']:.4f} | {100 * e['test_acc']:.2f} | "
+                         f"{fmt_time(e['seconds'])} | {e['images_per_s']:.0f} |")
+        lines.append("")
+        curves.append((path.stem, path.stem, [e["test_acc"] for e in epochs], [0.0] * len(epochs)))
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "report.png"
+    if plot(curves, title, png):
+        lines += [f"![{title}]({png.name})", ""]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    return text
+
+
 def plot(curves, title, path):
     try:
         import matplotlib
@@ -292,6 +339,9 @@ def parse_args(argv):
     r.add_argument("--force", action="store_true", help="rerun configurations that already finished")
     r.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     r.add_argument("--summarize-only", action="store_true", help="only rebuild results.md and the plots")
+    r.add_argument("--report", nargs="+", metavar="METRICS", default=None,
+                   help="no experiment: write --out/report.md (epoch table) and report.png from these metrics files")
+    r.add_argument("--title", default="ResNet-18 training runs", help="--report: the table's and plot's title")
     a = p.parse_args(argv)
     if a.seeds < 1 or a.jobs < 1 or a.epochs < 1 or a.width < 1:
         p.error("--seeds, --jobs, --epochs and --width must be at least 1")
@@ -303,6 +353,10 @@ def parse_args(argv):
 def main(argv):
     a = parse_args(argv)
     out = Path(a.out)
+    if a.report:
+        print(report_runs(a.report, out, a.title))
+        print(f"\nexperiments: report in {out / 'report.md'}")
+        return 0
     selected = []
     if a.experiment in ("1", "all"):
         selected.append((1, experiment1(a)))
