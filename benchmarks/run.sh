@@ -28,7 +28,10 @@ for flavour in O3-native O2; do
     -DNESTLA_BUILD_BENCHMARKS=ON -DNESTLA_BUILD_TESTS=OFF -DNESTLA_BUILD_EXAMPLES=OFF -DNESTLA_CUDA=OFF >/dev/null
   cmake --build "$build" --target nestla_bench -j"$jobs" >/dev/null
   echo "== nestla_bench, $flavour (${flags[$flavour]})" >&2
-  "$build/benchmarks/nestla_bench" --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
+  # Huge pages for the benchmark's own tensors (std::vector, Eigen, xtensor), as for the roofline's buffers, nestla's
+  # state and PyTorch below: with 4 KiB pages for p and g only, Adam measured 5 to 9 points lower against a
+  # roofline on huge pages (RESULTS.md), a difference of page size, not of the step.
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$build/benchmarks/nestla_bench" --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
     --benchmark_report_aggregates_only=true --benchmark_min_time="$min_time" \
     --benchmark_out="$out/nestla-$flavour.json" --benchmark_out_format=json >&2
   flavour_args+=(--flavour "$flavour (${flags[$flavour]})=$out/nestla-$flavour.json")
