@@ -4,6 +4,9 @@
 #include <nestla/nestla.hpp>
 
 #include <array>
+#include <cstdint>
+#include <limits>
+#include <new>
 #include <functional>
 #include <span>
 #include <tuple>
@@ -71,6 +74,42 @@ TEST_CASE("a nested collection (vector of tuples) flattens depth first") {
   std::vector<std::tuple<std::vector<float>&, std::vector<float>&>> grads{{gs[0], gs[1]}, {gs[2], gs[3]}};
   check::same_as_vector(
       tr, params, grads, [&](std::size_t k) { gs = tr.grads[k]; }, [&] { return s; });
+}
+
+TEST_CASE_TEMPLATE("std::vector with nestla::huge_page_allocator matches std::vector", T, float, double) {
+  const auto tr = check::make<T>();
+  using hvec = std::vector<T, nestla::huge_page_allocator<T>>;
+  std::vector<hvec> params, grads(tr.init.size());
+  for (const auto& t : tr.init) params.emplace_back(t.begin(), t.end());
+  check::same_as_vector(
+      tr, params, grads,
+      [&](std::size_t s) {
+        for (std::size_t i = 0; i < grads.size(); ++i) grads[i].assign(tr.grads[s][i].begin(), tr.grads[s][i].end());
+      },
+      [&] {
+        check::tensors<T> out;
+        for (const auto& p : params) out.emplace_back(p.begin(), p.end());
+        return out;
+      });
+}
+
+TEST_CASE("huge_page_allocator: cache-line alignment, 2 MiB alignment from 2 MiB, zero-size and overflow requests") {
+  nestla::huge_page_allocator<float> a;
+  float* small = a.allocate(3);
+  CHECK(reinterpret_cast<std::uintptr_t>(small) % 64 == 0);
+  a.deallocate(small, 3);
+  const std::size_t big_n = (std::size_t(2) << 20) / sizeof(float);
+  float* big = a.allocate(big_n);
+  CHECK(reinterpret_cast<std::uintptr_t>(big) % (std::size_t(2) << 20) == 0);
+  big[0] = 1.0f;
+  big[big_n - 1] = 2.0f;  // the whole block is usable
+  CHECK(big[0] + big[big_n - 1] == 3.0f);
+  a.deallocate(big, big_n);
+  float* none = a.allocate(0);
+  CHECK(none != nullptr);
+  a.deallocate(none, 0);
+  CHECK_THROWS_AS((void)a.allocate(std::numeric_limits<std::size_t>::max() / 2), std::bad_array_new_length);
+  CHECK(a == nestla::huge_page_allocator<double>());
 }
 
 static_assert(nestla::ParameterSet<std::vector<float>>);

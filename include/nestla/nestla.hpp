@@ -12,6 +12,7 @@
 #include "nestla/adam.hpp"
 #include "nestla/backend/host.hpp"
 #include "nestla/error.hpp"
+#include "nestla/huge_page_allocator.hpp"
 #include "nestla/lookahead.hpp"
 #include "nestla/optimizer.hpp"
 #include "nestla/parameter_set.hpp"

@@ -14,6 +14,24 @@
 
 namespace nestla::detail {
 
+// Page faults cost about 11.5 us per 4 KiB page on the target machines, and
+// streams on 4 KiB pages pay TLB misses that huge pages avoid (an Adam step
+// lost up to 8 points of the memory roofline: benchmarks/RESULTS.md). So
+// blocks of 2 MiB and more are aligned to 2 MiB and advised as huge pages
+// before their first touch; smaller ones are aligned to a cache line.
+// Release with std::free.
+inline void* allocate_host_bytes(std::size_t bytes) {
+  constexpr std::size_t huge = std::size_t(2) << 20;
+  const std::size_t align = bytes >= huge ? huge : 64;
+  const std::size_t rounded = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded);
+  if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (align == huge) ::madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
 template <class T>
 class host_buffer {
  public:
@@ -40,21 +58,11 @@ class host_buffer {
   bool empty() const noexcept { return size_ == 0; }
 
  private:
-  // Page faults cost about 11.5 us per 4 KiB page on the target machines, so
-  // buffers of 2 MiB and more are aligned to 2 MiB and advised as huge pages
-  // before their first touch (the zero fill below).
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
-    constexpr std::size_t huge = std::size_t(2) << 20;
     const std::size_t bytes = n * sizeof(T);
-    const std::size_t align = bytes >= huge ? huge : 64;
-    const std::size_t rounded = (bytes + align - 1) / align * align;
-    void* p = std::aligned_alloc(align, rounded);
-    if (!p) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == huge) ::madvise(p, rounded, MADV_HUGEPAGE);
-#endif
-    std::memset(p, 0, rounded);
+    void* p = allocate_host_bytes(bytes);
+    std::memset(p, 0, bytes);
     return static_cast<T*>(p);
   }
 
