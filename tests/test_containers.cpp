@@ -5,9 +5,9 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <new>
-#include <functional>
 #include <span>
 #include <tuple>
 #include <vector>
