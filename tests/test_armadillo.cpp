@@ -124,6 +124,13 @@ TEST_CASE("a subview or subcube that is contiguous only by its sizes is accepted
   CHECK(m(3, 5) == 1.0);
   CHECK(arma::all(arma::vectorise(m.cols(0, 1)) == 1.0));
 
+  // Views of a const matrix are read-only: gradients.
+  const arma::mat const_g(4, 6, arma::fill::ones);
+  arma::mat q(4, 6, arma::fill::ones);
+  nestla::SGD<double> from_const({.lr = 0.5});
+  from_const.step(q.cols(1, 2), const_g.cols(1, 2));
+  CHECK(arma::all(arma::vectorise(q.cols(1, 2)) == 0.5));
+
   nestla::SGD<double> other({.lr = 0.5});
   const arma::mat before = m;
   CHECK_THROWS_AS(other.step(m.submat(0, 0, 1, 1), g.submat(0, 0, 1, 1)), nestla::layout_error);
@@ -165,6 +172,9 @@ static_assert(nestla::Tensor<arma::fvec::fixed<4>>);
 static_assert(nestla::Tensor<arma::subview_col<float>>);
 static_assert(nestla::Tensor<arma::subview_cols<double>>);
 static_assert(std::is_same_v<nestla::tensor_value_t<arma::fmat>, float>);
+static_assert(std::is_same_v<decltype(nestla::tensor_traits<arma::subview_col<double>>::data(
+                                 std::declval<const arma::subview_col<double>&>())),
+                             const double*>);  // m.col(j) of a const m cannot be written to
 static_assert(!nestla::Tensor<arma::imat>);     // integers are not parameters
 static_assert(!nestla::Tensor<arma::cx_mat>);   // nor complex numbers
 static_assert(!nestla::Tensor<std::vector<int>>);

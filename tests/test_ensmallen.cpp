@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "logistic_regression.hpp"
+#include "plain_loop.hpp"  // the reference loop, written by hand around nestla
 
 namespace {
 
@@ -340,26 +341,6 @@ namespace {
 
 using LR = example::LogisticRegressionFunction<double>;
 
-// The reference: a loop written by hand against the function API, calling
-// nestla directly with the batch's mean gradient.
-template <class Opt>
-void plain_loop(Opt& opt, LR& f, arma::rowvec& w, std::size_t batch, std::size_t points) {
-  arma::mat g(w.n_rows, w.n_cols);
-  std::size_t current = 0;
-  for (std::size_t i = 0; i < points;) {
-    const std::size_t b = std::min({batch, points - i, f.NumFunctions() - current});
-    f.EvaluateWithGradient(w, current, g, b);
-    if (b != 1) g /= double(b);
-    opt.step(static_cast<arma::mat&>(w), g);
-    i += b;
-    current += b;
-    if (current == f.NumFunctions()) {
-      current = 0;
-      f.Shuffle();
-    }
-  }
-}
-
 auto make_nested() {
   return nestla::nested<2>(nestla::Adam<double>({.lr = 0.02, .weight_decay = 1e-4}),
                            {{.k = 3, .alpha = 0.5, .momentum = nestla::Momentum::pullback}, {.k = 2, .alpha = 0.8}});
@@ -383,7 +364,7 @@ TEST_CASE("an mlpack-shaped logistic regression trains bit-identically to a plai
   CHECK(opt.optimizer().syncs() == 1);
 
   auto ref = make_nested();
-  plain_loop(ref, f_ref, w_ref, 32, 200);
+  example::train_plain(ref, f_ref, w_ref, 32, 200);
   CHECK(arma::approx_equal(w, w_ref, "absdiff", 0.0));  // bit for bit
   CHECK(f.MeanObjective(w) < f.MeanObjective(arma::rowvec(6, arma::fill::zeros)));
 }

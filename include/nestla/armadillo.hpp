@@ -49,17 +49,22 @@ struct tensor_traits<C, std::enable_if_t<detail::arma_derives<arma::subview, C>:
                 "nestla: an Armadillo row (m.row(i)) is not contiguous in column-major storage: use a column "
                 "(m.col(j)), whole columns (m.cols(a, b)), or copy it into an arma::Row");
   using value_type = typename C::elem_type;
-  // Writable through a view, as Armadillo's own accessors are: they cast away
-  // the const of the parent reference the same way.
-  static value_type* data(const C& s) {
+  // A view of a const matrix is itself const, and so read-only (a gradient);
+  // a view of a writable matrix writes through, as Armadillo's own accessors
+  // do by casting away the const of the parent reference.
+  static value_type* data(C& s) { return const_cast<value_type*>(start(s)); }
+  static const value_type* data(const C& s) { return start(s); }
+  static std::size_t size(const C& s) { return static_cast<std::size_t>(s.n_elem); }
+
+ private:
+  static const value_type* start(const C& s) {
     if (s.n_elem == 0) return nullptr;
     if (s.n_cols > 1 && s.n_rows != s.m.n_rows)
       detail::fail<layout_error>("nestla: an Armadillo subview of ", s.n_rows, " of the ", s.m.n_rows, " rows over ",
                                  s.n_cols, " columns is not contiguous: take whole columns (m.cols(a, b)) or a "
                                  "single column (m.col(j)), or copy it into a Mat");
-    return const_cast<value_type*>(s.colptr(0));
+    return s.colptr(0);
   }
-  static std::size_t size(const C& s) { return static_cast<std::size_t>(s.n_elem); }
 };
 
 // cube.slices(a, b), cube.subcube(...): contiguous when it spans whole slices,
@@ -67,7 +72,12 @@ struct tensor_traits<C, std::enable_if_t<detail::arma_derives<arma::subview, C>:
 template <class eT>
 struct tensor_traits<arma::subview_cube<eT>> {
   using value_type = eT;
-  static eT* data(const arma::subview_cube<eT>& s) {
+  static eT* data(arma::subview_cube<eT>& s) { return const_cast<eT*>(start(s)); }
+  static const eT* data(const arma::subview_cube<eT>& s) { return start(s); }
+  static std::size_t size(const arma::subview_cube<eT>& s) { return static_cast<std::size_t>(s.n_elem); }
+
+ private:
+  static const eT* start(const arma::subview_cube<eT>& s) {
     if (s.n_elem == 0) return nullptr;
     const bool whole_cols = s.n_rows == s.m.n_rows;
     const bool contiguous = s.n_slices == 1 ? (s.n_cols == 1 || whole_cols) : (whole_cols && s.n_cols == s.m.n_cols);
@@ -76,9 +86,8 @@ struct tensor_traits<arma::subview_cube<eT>> {
                                  " in a cube of ", s.m.n_rows, "x", s.m.n_cols, "x", s.m.n_slices,
                                  " is not contiguous: take whole slices (c.slices(a, b)) or one slice (c.slice(i)), "
                                  "or copy it into a Cube");
-    return const_cast<eT*>(s.slice_colptr(0, 0));
+    return s.slice_colptr(0, 0);
   }
-  static std::size_t size(const arma::subview_cube<eT>& s) { return static_cast<std::size_t>(s.n_elem); }
 };
 
 template <class C>
