@@ -9,7 +9,6 @@
 #include <limits>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -21,12 +20,10 @@ namespace {
 
 using log_t = std::vector<std::string>;
 
+// A log line, numbers with 17 digits.
 template <class... A>
 std::string entry(const A&... parts) {
-  std::ostringstream os;
-  os.precision(17);
-  (os << ... << parts);
-  return os.str();
+  return nestla::detail::concat(parts...);
 }
 
 // A separable function that records every call. Each evaluation returns the
@@ -131,7 +128,7 @@ struct ClipToOne {
 log_t step(const std::string& ewg, double objective) {
   return {ewg, entry("Evaluate hook(", objective, ")"), "Gradient hook", "StepTaken"};
 }
-log_t concat(std::initializer_list<log_t> parts) {
+log_t join(std::initializer_list<log_t> parts) {
   log_t all;
   for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
   return all;
@@ -152,7 +149,7 @@ TEST_CASE("the call sequence is ens::SGD's: batches, epochs, shuffles, hooks and
                                  {.batch_size = 4, .max_iterations = 25, .tolerance = 0, .shuffle = true}};
   const double result = opt.Optimize(f, x, hooks);
 
-  const log_t expected = concat({{"BeginOptimization", "BeginEpoch(1,0)"},
+  const log_t expected = join({{"BeginOptimization", "BeginEpoch(1,0)"},
                                  step("EWG(0,4)", 1), step("EWG(4,4)", 2), step("EWG(8,2)", 3),
                                  {"EndEpoch(1,0.59999999999999998)", "BeginEpoch(2,6)", "Shuffle"},
                                  step("EWG(0,4)", 4), step("EWG(4,4)", 5), step("EWG(8,2)", 6),
@@ -173,7 +170,7 @@ TEST_CASE("the loop ends within tolerance at an epoch's end, without a new epoch
   arma::mat x(1, 1, arma::fill::zeros);
   nestla::EnsmallenOptimizer opt{nestla::SGD<double>({.lr = 0.1}), {.batch_size = 4, .max_iterations = 0}};
   CHECK(opt.Optimize(f, x, hooks) == 3.0);
-  const log_t expected = concat({{"BeginOptimization", "BeginEpoch(1,0)"},
+  const log_t expected = join({{"BeginOptimization", "BeginEpoch(1,0)"},
                                  step("EWG(0,4)", 1), step("EWG(4,4)", 1), step("EWG(8,2)", 1),
                                  {"EndEpoch(1,0.29999999999999999)", "BeginEpoch(2,3)", "Shuffle"},
                                  step("EWG(0,4)", 1), step("EWG(4,4)", 1), step("EWG(8,2)", 1),
@@ -198,7 +195,7 @@ TEST_CASE("a hook that returns true stops after the current step; Gradient hooks
     arma::mat x(1, 1, arma::fill::zeros);
     nestla::EnsmallenOptimizer opt{nestla::SGD<double>({.lr = 0.1}), {.batch_size = 4}};
     CHECK(opt.Optimize(f, x, hooks) == 3.0);  // the partial epoch's sum
-    CHECK(log == concat({{"BeginOptimization", "BeginEpoch(1,0)"}, step("EWG(0,4)", 1), step("EWG(4,4)", 2),
+    CHECK(log == join({{"BeginOptimization", "BeginEpoch(1,0)"}, step("EWG(0,4)", 1), step("EWG(4,4)", 2),
                          {"EndOptimization"}}));
   }
   SUBCASE("Evaluate, in the first of two callbacks") {

@@ -164,7 +164,9 @@ class EnsmallenOptimizer {
   void prepare(const BaseM& iterate, std::size_t num_functions);
 
   Opt opt_;
-  Opt fresh_;  // as wrapped: what reset_policy restarts from
+  // As wrapped: what reset_policy restarts from. An optimizer wrapped before
+  // its first step has no state yet, so this copy is small.
+  Opt fresh_;
   EnsmallenOptions o_;
 };
 
