@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -34,6 +36,18 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A character device to offer where a file is expected. Never the system's /dev/null
+// when we run as root: a broken guard would replace it with a regular file for every
+// process on the machine (it happened once, while checking that these tests can fail).
+// As root, a fresh node (1, 3: what /dev/null is) in `dir`; otherwise /dev/null, whose
+// directory an ordinary user cannot change; empty when neither is safe (skip the case).
+inline std::filesystem::path scratch_device(const std::filesystem::path& dir) {
+  const std::filesystem::path node = dir / "null-device";
+  if (::mknod(node.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) return node;
+  if (::geteuid() != 0 && ::access("/dev", W_OK) != 0) return "/dev/null";
+  return {};
+}
 
 using Bytes = std::vector<std::uint8_t>;
 
