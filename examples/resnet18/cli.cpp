@@ -158,7 +158,10 @@ CLI::Validator checkpoint_file() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
         struct stat st {};
-        if (::stat(text.c_str(), &st) != 0) return text + ": " + std::strerror(errno);
+        if (::stat(text.c_str(), &st) != 0) {
+          const int err = errno;
+          return text + ": " + std::strerror(err);
+        }
         if (!S_ISREG(st.st_mode)) return text + ": is " + describe_file_type(st.st_mode) + ", not a checkpoint file";
         return {};
       },

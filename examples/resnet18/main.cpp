@@ -6,6 +6,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "cli.hpp"
@@ -105,8 +106,21 @@ int run(RunSetup& setup) {
   if (setup.cli.device == "cpu")
     check_cpu_memory(model, setup.optimizer, setup.trainer.batch_size, setup.trainer.eval_batch_size,
                      image_bytes(train_set) + image_bytes(test_set), memory_limit_bytes());
-  const auto backend =
-      allocation_for("--width " + std::to_string(model.width), [&] { return make_backend(setup, model); });
+  const auto backend = allocation_for("--width " + std::to_string(model.width), [&] {
+    // Nothing is written yet: a device that cannot hold or run the model is a refusal too.
+    try {
+      return make_backend(setup, model);
+    } catch (const RefusedError&) {
+      throw;
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::length_error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw RefusedError("--device " + setup.cli.device + ": cannot set up the model (--width " +
+                         std::to_string(model.width) + "): " + e.what());
+    }
+  });
   const std::string description = backend->describe();
   std::printf("model: %s\n", description.c_str());
   std::fflush(stdout);

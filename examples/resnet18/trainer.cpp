@@ -147,7 +147,7 @@ json load_train_checkpoint(const fs::path& path, TrainingBackend& backend) {
                                    backend.optimizer_state_bound()};
   const std::size_t header = sizeof kMagic + sizeof(std::uint32_t);
   std::uint64_t most = header + 3 * sizeof(std::uint64_t) + sizeof(std::uint32_t);
-  for (std::uint64_t b : bounds) most += b;
+  for (std::uint64_t b : bounds) most = b > ~std::uint64_t(0) - most ? ~std::uint64_t(0) : most + b;
   std::optional<BoundedReader> in;
   try {
     in.emplace(path, "checkpoint", most);
@@ -378,13 +378,17 @@ std::optional<EvalResult> evaluate(TrainingBackend& backend, Batcher& batcher, b
 std::vector<std::string> check_files(const TrainerOptions& o) {
   if (!o.resume.empty()) {
     struct stat st {};
-    if (::stat(o.resume.c_str(), &st) != 0)
-      throw RefusedError("--resume " + o.resume.string() + ": cannot open: " + std::strerror(errno));
+    if (::stat(o.resume.c_str(), &st) != 0) {
+      const int err = errno;
+      throw RefusedError("--resume " + o.resume.string() + ": cannot open: " + std::strerror(err));
+    }
     if (!S_ISREG(st.st_mode))
       throw RefusedError("--resume " + o.resume.string() + ": is " + describe_file_type(st.st_mode) +
                          ", not a checkpoint file");
-    if (::access(o.resume.c_str(), R_OK) != 0)
-      throw RefusedError("--resume " + o.resume.string() + ": cannot read it: " + std::strerror(errno));
+    if (::access(o.resume.c_str(), R_OK) != 0) {
+      const int err = errno;
+      throw RefusedError("--resume " + o.resume.string() + ": cannot read it: " + std::strerror(err));
+    }
   }
   if (!o.checkpoint.empty()) check_writable_location(o.checkpoint, "--checkpoint");
   if (!o.metrics.empty()) {
@@ -462,15 +466,13 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   auto save = [&] {
     if (!o.checkpoint.empty()) save_train_checkpoint(o.checkpoint, to_json(pos, o.signature), backend);
   };
-  // Memory a step needs is allocated by its first call: running out there is a refusal
-  // of the batch size (nothing was changed yet), later a failure of the run.
+  // Memory a step needs is allocated by its first call (resources.hpp refuses what can
+  // never fit before the run starts): say which option asked for it.
   auto out_of_memory = [&](bool evaluation) {
     const std::string option = evaluation && o.eval_batch_size ? "--eval-batch-size" : "--batch-size";
-    const std::string what = option + " " + std::to_string(evaluation ? eo.batch_size : o.batch_size) +
+    throw std::runtime_error(option + " " + std::to_string(evaluation ? eo.batch_size : o.batch_size) +
                              ": out of memory in " + (evaluation ? "an evaluation" : "a training step") +
-                             " at this batch size; use a smaller " + option + " or --width";
-    if (summary.steps_this_run == 0) throw RefusedError(what);
-    throw std::runtime_error(what);
+                             " at this batch size; use a smaller " + option + " or --width");
   };
 
   ProgressBar::Options bar_opts;

@@ -46,20 +46,21 @@ int write_all(int fd, const void* data, std::size_t size) {
 // "<pid>.<counter>". remove_stale_temporaries() matches exactly this.
 std::string temp_prefix(const fs::path& target) { return "." + target.filename().string() + ".tmp."; }
 
-// "<what> <path>" with " (-> <resolved>)" when links were followed.
+// "<what> <path>", with " (a link to <resolved>)" when links were followed.
 std::string named(const std::string& what, const fs::path& given, const fs::path& resolved) {
   std::string s = what.empty() ? given.string() : what + " " + given.string();
   if (resolved != given) s += " (a link to " + resolved.string() + ")";
   return s;
 }
 
-// The state of a replaceable target: 0 (missing or a writable regular file), or the
-// reason it may not be replaced. `mode` gets its st_mode when it exists.
+// Why `resolved` may not be replaced, or "" when it is missing or a regular file we may
+// write. `mode` gets its st_mode when it exists.
 std::string replace_refusal(const fs::path& resolved, mode_t* mode) {
   struct stat st {};
   if (::lstat(resolved.c_str(), &st) != 0) {
-    if (errno == ENOENT) return {};
-    return std::string("cannot inspect it: ") + std::strerror(errno);
+    const int err = errno;
+    if (err == ENOENT) return {};
+    return std::string("cannot inspect it: ") + std::strerror(err);
   }
   if (mode) *mode = st.st_mode;
   if (S_ISLNK(st.st_mode)) return "is a symbolic link chain longer than 40 links (or a loop)";
@@ -70,6 +71,8 @@ std::string replace_refusal(const fs::path& resolved, mode_t* mode) {
   return {};
 }
 
+// Set from a signal handler: only lock-free atomics are async-signal-safe.
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free);
 std::atomic<int> g_interrupt{0};
 std::atomic<bool> g_handlers_installed{false};
 
@@ -137,9 +140,11 @@ void check_writable_location(const fs::path& path, const std::string& what) {
   const fs::path resolved = check_replaceable(path, what);
   const fs::path dir = resolved.parent_path().empty() ? fs::path(".") : resolved.parent_path();
   struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0)
+  if (::stat(dir.c_str(), &st) != 0) {
+    const int err = errno;
     throw RefusedError(named(what, path, resolved) + ": its directory " + dir.string() + " " +
-                       (errno == ENOENT ? std::string("does not exist") : std::strerror(errno)));
+                       (err == ENOENT ? std::string("does not exist") : std::strerror(err)));
+  }
   if (!S_ISDIR(st.st_mode))
     throw RefusedError(named(what, path, resolved) + ": " + dir.string() + " is not a directory");
   try {
@@ -182,11 +187,17 @@ BoundedReader::BoundedReader(const fs::path& path, const std::string& what, std:
     : path_(path), what_(what) {
   auto refuse = [&](const std::string& why) { throw RefusedError(what_ + " " + path_.string() + ": " + why); };
   struct stat st {};
-  if (::stat(path_.c_str(), &st) != 0) refuse(std::string("cannot open: ") + std::strerror(errno));
+  if (::stat(path_.c_str(), &st) != 0) {
+    const int err = errno;
+    refuse(std::string("cannot open: ") + std::strerror(err));
+  }
   if (!S_ISREG(st.st_mode)) refuse("is " + describe_file_type(st.st_mode) + ", not a regular file");
   // Non-blocking: a FIFO swapped in after the stat must not block the open.
   fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd_ < 0) refuse(std::string("cannot open: ") + std::strerror(errno));
+  if (fd_ < 0) {
+    const int err = errno;
+    refuse(std::string("cannot open: ") + std::strerror(err));
+  }
   if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd_);
     fd_ = -1;

@@ -127,11 +127,13 @@ class SignallingBackend final : public TrainingBackend {
       : inner_(inner), at_step_(at_step), at_eval_(at_eval), sig_(sig) {}
   std::string describe() const override { return inner_.describe(); }
   BatchResult train_step(const float* images, const std::int32_t* labels, int n) override {
+    if (steps_ + 1 == bad_alloc_at_step) throw std::bad_alloc();
     const BatchResult r = inner_.train_step(images, labels, n);
     if (++steps_ == at_step_) ::raise(sig_);
     return r;
   }
   BatchResult evaluate(const float* images, const std::int32_t* labels, int n) override {
+    if (evals_ + 1 == bad_alloc_at_eval) throw std::bad_alloc();
     const BatchResult r = inner_.evaluate(images, labels, n);
     if (++evals_ == at_eval_) ::raise(sig_);
     return r;
@@ -148,6 +150,8 @@ class SignallingBackend final : public TrainingBackend {
   void load_optimizer(std::istream& in) override { inner_.load_optimizer(in); }
 
   std::int64_t steps() const { return steps_; }
+  // std::bad_alloc from the n-th step or evaluation batch instead (0: never).
+  std::int64_t bad_alloc_at_step = 0, bad_alloc_at_eval = 0;
 
  private:
   CpuBackend& inner_;
@@ -858,4 +862,28 @@ TEST_CASE("resnet18_train: SIGINT saves and exits with status 75, and --resume e
   CHECK(a == b);
   CHECK(epoch_records(dir / "a.jsonl") == epoch_records(dir / "b.jsonl"));
   CHECK(epoch_records(dir / "b.jsonl").size() == std::size_t(epoch + 1));
+}
+
+TEST_CASE("training: running out of memory in a step or an evaluation names the batch size that asked for it") {
+  const Dataset train_set = synthetic(64, Split::train);
+  const Dataset test_set = synthetic(32, Split::test);
+  std::ostringstream log;
+  {
+    CpuBackend inner(backend_options(BaseKind::adam, {}, 0.01));
+    SignallingBackend backend(inner, 0);
+    backend.bad_alloc_at_step = 2;
+    CHECK_THROWS_WITH_AS(train(backend, train_set, test_set, trainer_options(1, 0.01), log),
+                         "--batch-size 32: out of memory in a training step at this batch size; use a smaller "
+                         "--batch-size or --width",
+                         std::runtime_error);
+  }
+  {
+    CpuBackend inner(backend_options(BaseKind::adam, {}, 0.01));
+    SignallingBackend backend(inner, 0);
+    backend.bad_alloc_at_eval = 1;
+    TrainerOptions t = trainer_options(1, 0.01);
+    t.eval_batch_size = 16;
+    CHECK_THROWS_WITH_AS(train(backend, train_set, test_set, t, log),
+                         doctest::Contains("--eval-batch-size 16: out of memory in an evaluation"), std::runtime_error);
+  }
 }
