@@ -12,6 +12,7 @@
 
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -47,6 +48,16 @@ inline std::filesystem::path scratch_device(const std::filesystem::path& dir) {
   if (::mknod(node.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) return node;
   if (::geteuid() != 0 && ::access("/dev", W_OK) != 0) return "/dev/null";
   return {};
+}
+
+// The pid of a process that has exited and been reaped: no process has it (until the
+// kernel reuses it, which takes a full turn of the pid space). For stale-file tests.
+inline pid_t dead_pid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return pid;
 }
 
 using Bytes = std::vector<std::uint8_t>;

@@ -169,14 +169,6 @@ std::vector<std::string> listing(const fs::path& dir) {
   return out;
 }
 
-pid_t dead_pid() {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return pid;
-}
-
 }  // namespace
 
 // 512 images in batches of 32, no augmentation: 16 steps per epoch, 8 epochs = 128 steps.
@@ -715,7 +707,7 @@ TEST_CASE("training: temporaries left by a killed save are removed on start, and
   const Dataset train_set = synthetic(64, Split::train);
   const Dataset test_set = synthetic(32, Split::test);
   TempDir dir("stale");
-  const std::string dead = std::to_string(dead_pid());
+  const std::string dead = std::to_string(resnet18::testing::dead_pid());
   spit(dir / (".run.ckpt.tmp." + dead + ".0"), "half a checkpoint");
   spit(dir / (".run.jsonl.tmp." + dead + ".3"), "half a metrics file");
   spit(dir / (".other.ckpt.tmp." + dead + ".0"), "not ours");

@@ -77,16 +77,6 @@ class FileSizeLimit {
   void (*old_handler_)(int) = nullptr;
 };
 
-// The pid of a process that has exited and been reaped: no process has it (until the
-// kernel reuses it, which takes a full turn of the pid space).
-pid_t dead_pid() {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return pid;
-}
-
 // f() as a user without privileges: as is when not root (root passes every permission
 // check), else in a child process switched to nobody (65534). The test directory is
 // opened to others for it.
