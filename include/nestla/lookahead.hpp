@@ -58,7 +58,8 @@ class Lookahead {
   using buffer = typename backend_type::template buffer<T>;
 
  public:
-  Lookahead(Inner inner, LookaheadOptions options = {})
+  // options by const reference: see schedule.hpp on GCC 12 and by-value option structs.
+  Lookahead(Inner inner, const LookaheadOptions& options = {})
       : inner_(std::move(inner)), opts_(detail::validate(options)) {
     check_pullback(opts_, "construction");
   }

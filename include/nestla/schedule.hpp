@@ -49,6 +49,12 @@ inline void check_count(std::int64_t v, const char* who, const char* name, std::
 
 }  // namespace detail
 
+// The constructors take their options by const reference: GCC 12.2 at -O2
+// with AVX-512 (-march=x86-64-v4 or native on such a CPU) builds some option
+// aggregates passed by value on the stack wrong (it broadcast the first double
+// into the next three: SGDOptions{.lr = 0.5, .momentum = 0.5} arrived with
+// dampening = 0.5).
+
 // --- StepLR: base_lr * gamma^floor(t / step_size) ----------------------------
 
 struct StepLROptions {
@@ -59,7 +65,7 @@ struct StepLROptions {
 
 class StepLR {
  public:
-  explicit StepLR(StepLROptions o) : o_(o) {
+  explicit StepLR(const StepLROptions& o) : o_(o) {
     detail::check_value(o.base_lr, "StepLR", "base_lr");
     detail::check_count(o.step_size, "StepLR", "step_size", 1);
     detail::check_value(o.gamma, "StepLR", "gamma");
@@ -117,7 +123,7 @@ struct ExponentialLROptions {
 
 class ExponentialLR {
  public:
-  explicit ExponentialLR(ExponentialLROptions o) : o_(o) {
+  explicit ExponentialLR(const ExponentialLROptions& o) : o_(o) {
     detail::check_value(o.base_lr, "ExponentialLR", "base_lr");
     detail::check_value(o.gamma, "ExponentialLR", "gamma");
   }
@@ -142,7 +148,7 @@ struct CosineAnnealingLROptions {
 
 class CosineAnnealingLR {
  public:
-  explicit CosineAnnealingLR(CosineAnnealingLROptions o) : o_(o) {
+  explicit CosineAnnealingLR(const CosineAnnealingLROptions& o) : o_(o) {
     detail::check_value(o.base_lr, "CosineAnnealingLR", "base_lr");
     detail::check_count(o.T_max, "CosineAnnealingLR", "T_max", 1);
     detail::check_value(o.eta_min, "CosineAnnealingLR", "eta_min");
@@ -169,7 +175,7 @@ struct CosineAnnealingWarmRestartsOptions {
 
 class CosineAnnealingWarmRestarts {
  public:
-  explicit CosineAnnealingWarmRestarts(CosineAnnealingWarmRestartsOptions o) : o_(o) {
+  explicit CosineAnnealingWarmRestarts(const CosineAnnealingWarmRestartsOptions& o) : o_(o) {
     detail::check_value(o.base_lr, "CosineAnnealingWarmRestarts", "base_lr");
     detail::check_count(o.T_0, "CosineAnnealingWarmRestarts", "T_0", 1);
     detail::check_count(o.T_mult, "CosineAnnealingWarmRestarts", "T_mult", 1);
@@ -217,7 +223,7 @@ struct LinearLROptions {
 
 class LinearLR {
  public:
-  explicit LinearLR(LinearLROptions o) : o_(o) {
+  explicit LinearLR(const LinearLROptions& o) : o_(o) {
     detail::check_value(o.base_lr, "LinearLR", "base_lr");
     detail::check_option(o.start_factor > 0 && o.start_factor <= 1, "LinearLR", "start_factor", o.start_factor,
                          "must be in (0, 1]");
@@ -247,7 +253,7 @@ struct ConstantLROptions {
 
 class ConstantLR {
  public:
-  explicit ConstantLR(ConstantLROptions o) : o_(o) {
+  explicit ConstantLR(const ConstantLROptions& o) : o_(o) {
     detail::check_value(o.base_lr, "ConstantLR", "base_lr");
     detail::check_option(o.factor >= 0 && o.factor <= 1, "ConstantLR", "factor", o.factor, "must be in [0, 1]");
     detail::check_count(o.total_iters, "ConstantLR", "total_iters", 1);
@@ -272,7 +278,7 @@ struct PolynomialLROptions {
 
 class PolynomialLR {
  public:
-  explicit PolynomialLR(PolynomialLROptions o) : o_(o) {
+  explicit PolynomialLR(const PolynomialLROptions& o) : o_(o) {
     detail::check_value(o.base_lr, "PolynomialLR", "base_lr");
     detail::check_count(o.total_iters, "PolynomialLR", "total_iters", 1);
     detail::check_value(o.power, "PolynomialLR", "power");
@@ -308,7 +314,7 @@ struct OneCycleLROptions {
 
 class OneCycleLR {
  public:
-  explicit OneCycleLR(OneCycleLROptions o) : o_(o) {
+  explicit OneCycleLR(const OneCycleLROptions& o) : o_(o) {
     const char* who = "OneCycleLR";
     detail::check_value(o.max_lr, who, "max_lr");
     detail::check_count(o.total_steps, who, "total_steps", 1);
