@@ -253,7 +253,9 @@ class BaseOptimizer {
   static constexpr int depth = 0;
   static constexpr std::size_t state_count = Rule::states.size();
 
-  explicit BaseOptimizer(options_type options = {}) : opts_(validated(options)) {}
+  // By const reference: GCC 12 with AVX-512 code generation miscompiles some
+  // small option structs passed by value (README, "Compilers and xsimd versions").
+  explicit BaseOptimizer(const options_type& options = {}) : opts_(validated(options)) {}
 
   static std::string type_name() { return std::string(Rule::name); }
 
