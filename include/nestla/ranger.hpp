@@ -3,10 +3,10 @@
 //   RAdam (radam.hpp): lr 1e-3, beta1 0.95, beta2 0.999, eps 1e-5, decoupled weight decay (default 0)
 //   Lookahead (lookahead.hpp): every k = 6 steps  phi <- phi + alpha (theta - phi);  theta <- phi   (alpha 0.5)
 //
-// lessw2020/Ranger-Deep-Learning-Optimizer (versions 9.3.19 and 20.4.11)
-// computes exactly this with use_gc=False; the README ("Presets") lists what
-// it reproduces and what it does not (gradient centralization, Ranger 2020's
-// weight decay, fastai's ranger).
+// lessw2020/Ranger-Deep-Learning-Optimizer (ranger/ranger.py, version 20.4.11)
+// computes the same update with use_gc=False, to rounding (tested against it);
+// the README ("Presets") lists what it reproduces and what it does not
+// (gradient centralization, Ranger 2020's weight decay, fastai's ranger).
 #pragma once
 
 #include "nestla/backend/host.hpp"
