@@ -46,14 +46,14 @@ void radam_step(const nestla::RAdamOptions& o, base_state<T>& s, std::vector<T>&
   const double rho_inf = 2 / (1 - o.beta2) - 1;
   const double rho_t = rho_inf - 2 * t * std::pow(o.beta2, t) / bc2;
   const bool rectified = rho_t > 5;
-  const double r = std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5);
-  const T step = rectified ? T(-(o.lr * r * std::pow(bc2, 0.5) / bc1)) : T(-(o.lr / bc1));
+  const T r(std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5));
   for (std::size_t i = 0; i < p.size(); ++i) {
     const T d = decayed(p[i], g[i], o.lr, o.weight_decay, o.decoupled_weight_decay, o.maximize);
     s.m[i] = lerp(s.m[i], d, 1 - o.beta1);
     s.v[i] = s.v[i] * T(o.beta2) + T(1 - o.beta2) * d * d;
-    if (rectified) p[i] = p[i] + (step * s.m[i]) / (std::sqrt(s.v[i]) + T(o.eps));
-    else p[i] = p[i] + step * s.m[i];
+    const T step = (s.m[i] / T(bc1)) * T(o.lr);
+    if (rectified) p[i] = p[i] - (step * ((T(1) / (std::sqrt(s.v[i]) + T(o.eps))) * T(std::pow(bc2, 0.5)))) * r;
+    else p[i] = p[i] - step;
   }
 }
 
@@ -72,7 +72,9 @@ void nadam_step(const nestla::NAdamOptions& o, double& mu_product, base_state<T>
     const T d = decayed(p[i], g[i], o.lr, o.weight_decay, o.decoupled_weight_decay, o.maximize);
     s.m[i] = lerp(s.m[i], d, 1 - o.beta1);
     s.v[i] = s.v[i] * T(o.beta2) + T(1 - o.beta2) * d * d;
-    p[i] = p[i] + (c_g * d + c_m * s.m[i]) / (std::sqrt(s.v[i] / bc2) + T(o.eps));
+    const T denom = std::sqrt(s.v[i] / bc2) + T(o.eps);
+    p[i] = p[i] + (c_g * d) / denom;
+    p[i] = p[i] + (c_m * s.m[i]) / denom;
   }
 }
 

@@ -8,7 +8,9 @@
 //   theta <- theta - lr ((1 - mu_t) / (1 - P_t) g + mu_{t+1} / (1 - P_t mu_{t+1}) m) / (sqrt(v / (1 - beta2^t)) + eps)
 //
 // The running product P_t is a host scalar of the rule (checkpointed with it),
-// kept in double whatever the parameters' type.
+// kept in double whatever the parameters' type. Element by element in the
+// order of torch's single-tensor code (its two addcdiv_), so float64 results
+// are torch's to the bit wherever torch's own sqrt is correctly rounded.
 #pragma once
 
 #include <array>
@@ -51,7 +53,8 @@ struct nadam_update {
     m = m_weight(m, g);
     v = v * V(beta2) + V(one_minus_beta2) * g * g;
     const V denom = ops::sqrt(v / V(bias_correction2)) + V(eps);
-    p = p + (V(grad_coef) * g + V(exp_avg_coef) * m) / denom;
+    p = p + (V(grad_coef) * g) / denom;  // torch's two addcdiv_
+    p = p + (V(exp_avg_coef) * m) / denom;
   }
 };
 

@@ -8,6 +8,10 @@
 //   rho_t > 5:  r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
 //               theta <- theta - lr r sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
 //   otherwise:  theta <- theta - lr / (1 - beta1^t) * m      (v is still updated)
+//
+// Element by element in the order of torch's single-tensor code (two
+// divisions; the cost hides behind the memory traffic), so float64 results
+// are torch's to the bit wherever torch's own sqrt is correctly rounded.
 #pragma once
 
 #include <array>
@@ -37,7 +41,7 @@ namespace detail {
 template <class T, bool Rectified>
 struct radam_update {
   lerp_weight<T> m_weight;
-  T beta2, one_minus_beta2, neg_step, eps, weight_decay, decay;
+  T beta2, one_minus_beta2, bias_correction1, lr, bc2_sqrt, rect, eps, weight_decay, decay;
   bool decoupled = false, maximize = false;
 
   template <class V>
@@ -51,8 +55,10 @@ struct radam_update {
     V& v = s[1];
     m = m_weight(m, g);
     v = v * V(beta2) + V(one_minus_beta2) * g * g;
-    if constexpr (Rectified) p = p + (V(neg_step) * m) / (ops::sqrt(v) + V(eps));
-    else p = p + V(neg_step) * m;
+    // torch's order: ((m / bc1) lr) (1 / (sqrt(v) + eps) sqrt(bc2)) r, its float / tensor being a reciprocal
+    const V step = (m / V(bias_correction1)) * V(lr);
+    if constexpr (Rectified) p = p - (step * (ops::reciprocal(ops::sqrt(v) + V(eps)) * V(bc2_sqrt))) * V(rect);
+    else p = p - step;
   }
 };
 
@@ -96,15 +102,14 @@ struct radam_rule {
     const double rho_inf = 2 / (1 - o.beta2) - 1;
     const double rho_t = rho_inf - 2 * t * std::pow(o.beta2, t) / bc2;
     const auto m_weight = detail::lerp_weight<T>::make(1 - o.beta1);
-    const T b2(o.beta2), omb2(1 - o.beta2), eps(o.eps), wd(c.weight_decay), decay(1 - c.lr * c.weight_decay);
+    const T b2(o.beta2), omb2(1 - o.beta2), b1c(bc1), lr(c.lr), bc2_sqrt(std::pow(bc2, 0.5)), eps(o.eps),
+        wd(c.weight_decay), decay(1 - c.lr * c.weight_decay);
     if (rho_t > 5) {
-      const double rect =
-          std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5);
-      const T step(-(c.lr * rect * std::pow(bc2, 0.5) / bc1));
-      return detail::radam_update<T, true>{m_weight, b2, omb2, step, eps, wd, decay, o.decoupled_weight_decay,
-                                           o.maximize};
+      const T rect(std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5));
+      return detail::radam_update<T, true>{m_weight, b2, omb2, b1c, lr, bc2_sqrt, rect, eps, wd, decay,
+                                           o.decoupled_weight_decay, o.maximize};
     }
-    return detail::radam_update<T, false>{m_weight, b2, omb2, T(-(c.lr / bc1)), eps, wd, decay,
+    return detail::radam_update<T, false>{m_weight, b2, omb2, b1c, lr, bc2_sqrt, T(1), eps, wd, decay,
                                           o.decoupled_weight_decay, o.maximize};
   }
 };
