@@ -164,31 +164,32 @@ def main():
                   f"{b['s_per_step:xsimd_only'] * 1e3:.2f} | {share('xsimd_only')} |")
         print()
 
-    print("### Amortized nesting cost (std::vector, k = 5 at every level, whole outer cycles)\n")
-    print("Each depth's time per step over the base optimizer's, all timed in rotation (in parentheses: from "
-          "the fastest blocks); the byte floor is the counted bytes' ratio.\n")
-    print("| flavour | base | set | threads | base ms/step | LA1 | LA2 (goal Adam 1.08) | LA3 (goal Adam 1.09) | "
-          "byte floors LA1 / LA2 / LA3 | rotations |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, med in flavours:
-        for base, bb in (("Adam", 28), ("SGD", 20)):
-            for s in SETS:
-                for t in THREADS:
-                    b = med.get(f"nesting/{base}/{s}/t{t}")
-                    if not b:
-                        continue
-                    base_s = b[f"s_per_step:{base}"]
-                    r = [b[f"ratio0:LA{d}"] for d in (1, 2, 3)]
-                    rb = [b[f"best_s_per_step:LA{d}"] / b[f"best_s_per_step:{base}"] for d in (1, 2, 3)]
-                    floors = " / ".join(f"{floor(bb, d):.3f}" for d in (1, 2, 3))
-                    cells = " | ".join(f"{r[i]:.3f} ({rb[i]:.3f})" for i in range(3))
-                    print(f"| {label} | {base} | {s} | {t} | {base_s * 1e3:.2f} | {cells} | {floors} | "
-                          f"{b['rotations']:.0f} |")
-                    if base == "Adam":
-                        for d in (2, 3):
-                            goals.append((f"LA{d}<Adam> <= {GOAL_NEST[d]}x Adam", label, f"{s} t{t}",
-                                          f"{r[d - 1]:.3f} ({rb[d - 1]:.3f})", r[d - 1] <= GOAL_NEST[d]))
-    print()
+    if any(key.startswith("nesting/") for _, med in flavours for key in med):
+        print("### Amortized nesting cost (std::vector, k = 5 at every level, whole outer cycles)\n")
+        print("Each depth's time per step over the base optimizer's, all timed in rotation (in parentheses: from "
+              "the fastest blocks); the byte floor is the counted bytes' ratio.\n")
+        print("| flavour | base | set | threads | base ms/step | LA1 | LA2 (goal Adam 1.08) | LA3 (goal Adam 1.09) | "
+              "byte floors LA1 / LA2 / LA3 | rotations |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for label, med in flavours:
+            for base, bb in (("Adam", 28), ("SGD", 20)):
+                for s in SETS:
+                    for t in THREADS:
+                        b = med.get(f"nesting/{base}/{s}/t{t}")
+                        if not b:
+                            continue
+                        base_s = b[f"s_per_step:{base}"]
+                        r = [b[f"ratio0:LA{d}"] for d in (1, 2, 3)]
+                        rb = [b[f"best_s_per_step:LA{d}"] / b[f"best_s_per_step:{base}"] for d in (1, 2, 3)]
+                        floors = " / ".join(f"{floor(bb, d):.3f}" for d in (1, 2, 3))
+                        cells = " | ".join(f"{r[i]:.3f} ({rb[i]:.3f})" for i in range(3))
+                        print(f"| {label} | {base} | {s} | {t} | {base_s * 1e3:.2f} | {cells} | {floors} | "
+                              f"{b['rotations']:.0f} |")
+                        if base == "Adam":
+                            for d in (2, 3):
+                                goals.append((f"LA{d}<Adam> <= {GOAL_NEST[d]}x Adam", label, f"{s} t{t}",
+                                              f"{r[d - 1]:.3f} ({rb[d - 1]:.3f})", r[d - 1] <= GOAL_NEST[d]))
+        print()
 
     for path in args.torch:
         with open(path) as f:
@@ -237,7 +238,8 @@ def main():
               "threads as nestla's. ms per step: median over rotations. Speed-up: the fastest torch "
               "implementation's time over nestla's, median of the per-rotation ratios (in parentheses: from the "
               "fastest step at each cycle position).\n")
-        flav = sorted({m["label"] for g in tr["paired"] for m in g["members"] if m["label"].startswith("nestla ")})
+        flav = list(dict.fromkeys(m["label"] for g in tr["paired"] for m in g["members"]
+                                  if m["label"].startswith("nestla ")))
         print("| optimizer | set | threads | " + " | ".join(f"{f} ms" for f in flav) +
               " | torch implementations, ms | fastest torch | " + " | ".join(f"speed-up {f}" for f in flav) +
               " | rotations |")
