@@ -32,11 +32,8 @@ template <class T>
 struct adamax_update {
   lerp_weight<T> m_weight;
   T beta2, eps, neg_step_size, weight_decay;
-  bool maximize = false;
-
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (weight_decay != T(0)) g = g + V(weight_decay) * p;
     V& m = s[0];
     V& u = s[1];
@@ -66,7 +63,7 @@ struct adamax_rule {
   static detail::adamax_update<T> prepare(const options& o, const step_context& c) {
     const double bias_correction = 1 - std::pow(o.beta1, static_cast<double>(c.t));
     return {detail::lerp_weight<T>::make(1 - o.beta1), T(o.beta2), T(o.eps), T(-(c.lr / bias_correction)),
-            T(c.weight_decay), o.maximize};
+            T(c.weight_decay)};
   }
 };
 

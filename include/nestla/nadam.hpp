@@ -40,11 +40,10 @@ template <class T>
 struct nadam_update {
   lerp_weight<T> m_weight;
   T beta2, one_minus_beta2, bias_correction2, eps, grad_coef, exp_avg_coef, weight_decay, decay;
-  bool decoupled = false, maximize = false;
+  bool decoupled = false;
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (weight_decay != T(0)) {
       if (decoupled) p = p * V(decay);
       else g = g + V(weight_decay) * p;
@@ -109,8 +108,7 @@ struct nadam_rule {
             T((-c.lr * mu_next) / (1.0 - mu_product_next)),
             T(c.weight_decay),
             T(1 - c.lr * c.weight_decay),
-            o.decoupled_weight_decay,
-            o.maximize};
+            o.decoupled_weight_decay};
   }
 };
 

@@ -43,11 +43,10 @@ template <class T, bool Rectified>
 struct radam_update {
   lerp_weight<T> m_weight;
   T beta2, one_minus_beta2, bias_correction1, lr, bc2_sqrt, rect, eps, weight_decay, decay;
-  bool decoupled = false, maximize = false;
+  bool decoupled = false;
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (weight_decay != T(0)) {
       if (decoupled) p = p * V(decay);
       else g = g + V(weight_decay) * p;
@@ -99,10 +98,10 @@ struct radam_rule {
     if (rho_t > 5) {
       const T rect(std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5));
       return detail::radam_update<T, true>{m_weight, b2, omb2, b1c, lr, bc2_sqrt, rect, eps, wd, decay,
-                                           o.decoupled_weight_decay, o.maximize};
+                                           o.decoupled_weight_decay};
     }
     return detail::radam_update<T, false>{m_weight, b2, omb2, b1c, lr, bc2_sqrt, T(1), eps, wd, decay,
-                                          o.decoupled_weight_decay, o.maximize};
+                                          o.decoupled_weight_decay};
   }
 };
 
