@@ -14,13 +14,6 @@
 
 namespace checks {
 
-template <class T>
-std::vector<T> initial(std::size_t n) {
-  std::vector<T> p(n);
-  for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<T>(0.01 * static_cast<double>(i % 97) - 0.3);
-  return p;
-}
-
 template <class O>
 std::string bytes(const O& o) {
   std::ostringstream os;
@@ -39,7 +32,7 @@ void matches_reference_at_every_policy(const Base& base, RefStep ref_step, int s
   auto compare = [&](auto opt, const std::vector<nestla::LookaheadOptions>& levels) {
     ref::nested<T, RefStep> r{ref_step, {}, {}};
     for (const auto& l : levels) r.levels.push_back({l, {}, {}, 0});
-    auto p = initial<T>(37), q = p;
+    auto p = ref::initial<T>(37), q = p;
     std::vector<T> g;
     ref::grad_source src;
     int cycles = 0;
@@ -77,7 +70,7 @@ void checkpoint_resumes_bit_for_bit(const Base& base, const Base& other) {
                                  {.k = 2, .alpha = 0.8, .momentum = nestla::Momentum::reset}});
   };
   auto straight = make(base), first = make(base);
-  std::vector<std::vector<T>> pa{initial<T>(41), initial<T>(7)}, pb = pa, g(2);
+  std::vector<std::vector<T>> pa{ref::initial<T>(41), ref::initial<T>(7)}, pb = pa, g(2);
   ref::grad_source sa, sb;
   auto fill = [](ref::grad_source& src, const std::vector<std::vector<T>>& p, std::vector<std::vector<T>>& grads) {
     for (std::size_t i = 0; i < p.size(); ++i) src.fill(p[i], grads[i]);
@@ -114,7 +107,7 @@ void group_moves_as_separate_optimizer(const Options& o, double group_lr, double
   alone.lr = group_lr;
   alone.weight_decay = group_wd;
   Opt<double, nestla::host> rest(o), one(alone);
-  std::vector<std::vector<double>> p{initial<double>(9), initial<double>(5)}, g(2);
+  std::vector<std::vector<double>> p{ref::initial<double>(9), ref::initial<double>(5)}, g(2);
   std::vector<double> a = p[0], b = p[1];
   ref::grad_source src;
   for (int s = 0; s < 12; ++s) {
@@ -134,7 +127,7 @@ template <template <class, class> class Opt, class Options>
 void float_follows_double(const Options& o, int steps, double tol) {
   Opt<float, nestla::host> f(o);
   Opt<double, nestla::host> d(o);
-  std::vector<double> pd = initial<double>(33), gd;
+  std::vector<double> pd = ref::initial<double>(33), gd;
   std::vector<float> pf(pd.begin(), pd.end()), gf;
   ref::grad_source src;
   double worst = 0;
