@@ -1,4 +1,4 @@
-// nestla optimizer steps (SGD, Adam, AdamW, Lookahead nested 1-3 deep) on ResNet-18-sized sets, three containers, against the memory roofline.
+// nestla optimizer steps (every base optimizer, Ranger, Lookahead nested 1-3 deep) on ResNet-18-sized sets, three containers, against the memory roofline.
 #include <benchmark/benchmark.h>
 
 #include <nestla/eigen.hpp>
@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -22,6 +23,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "roofline.hpp"
@@ -119,6 +122,11 @@ struct tensor_set {
 nestla::SGD<float> make_sgd() { return nestla::SGD<float>({.lr = 1e-3, .momentum = 0.9}); }
 nestla::Adam<float> make_adam() { return nestla::Adam<float>({.lr = 1e-3}); }
 nestla::AdamW<float> make_adamw() { return nestla::AdamW<float>({.lr = 1e-3}); }
+nestla::RAdam<float> make_radam() { return nestla::RAdam<float>({.lr = 1e-3}); }
+nestla::NAdam<float> make_nadam() { return nestla::NAdam<float>({.lr = 1e-3}); }
+nestla::Adamax<float> make_adamax() { return nestla::Adamax<float>({.lr = 1e-3}); }
+nestla::Lion<float> make_lion() { return nestla::Lion<float>({.lr = 1e-3}); }
+nestla::Ranger<float> make_ranger() { return nestla::ranger<float>({.lr = 1e-3}); }
 
 constexpr int lookahead_k = 5;
 template <int D, class Base>
@@ -212,7 +220,7 @@ struct xsimd_adam_case final : live_case {
         const std::size_t lo = std::min(resnet18_numel, (chunk * k + pad - 1) / pad * pad);
         const std::size_t hi =
             k + 1 == parts ? resnet18_numel : std::min(resnet18_numel, (chunk * (k + 1) + pad - 1) / pad * pad);
-        using B = xsimd::batch<float>;
+        using B = nestla::detail::simd<float>;  // xsimd's batch for these flags, as rules see it
         float *pp = p.data(), *mm = m.data(), *vv = v.data();
         const float* gg = g.data();
         std::size_t i = lo;
@@ -330,25 +338,27 @@ void run_group(benchmark::State& state, const std::string& key, const std::vecto
 // --- optimizer specs ------------------------------------------------------------
 struct opt_spec {
   std::string name;
-  double base_bytes;  // per element: Adam 28 (reads p g m v, writes p m v), SGD momentum 20 (reads p g b, writes p b)
-  int depth;          // Lookahead levels, each k = lookahead_k
+  double base_bytes;  // per element, the base update's: 4 bytes for each of p, g and every state read, p and every
+                      // state written (Adam 28: reads p g m v, writes p m v; SGD momentum 20: reads p g b, writes p b)
+  int depth;          // Lookahead levels, each with this k
   std::function<std::unique_ptr<live_case>(const std::string& kind, const std::vector<Shape>&, unsigned)> make;
+  int k = lookahead_k;
 };
 
 // One whole cycle of the outermost level, so a timed turn always holds the
 // same mix of plain and syncing steps.
-std::size_t cycle_steps(int depth) {
+std::size_t cycle_steps(int depth, int k = lookahead_k) {
   std::size_t p = 1;
-  for (int i = 0; i < depth; ++i) p *= lookahead_k;
+  for (int i = 0; i < depth; ++i) p *= static_cast<std::size_t>(k);
   return p;
 }
 
 // Bytes per step, amortized over a cycle: the base update's, plus a read and a
 // write of a level's slow copy at each of that level's syncs.
 double bytes_per_step(const opt_spec& o, std::size_t elems) {
-  const std::size_t steps = cycle_steps(o.depth);
+  const std::size_t steps = cycle_steps(o.depth, o.k);
   double b = static_cast<double>(steps) * o.base_bytes;
-  for (int level = 0; level < o.depth; ++level) b += static_cast<double>(steps / cycle_steps(level + 1)) * 8.0;
+  for (int level = 0; level < o.depth; ++level) b += static_cast<double>(steps / cycle_steps(level + 1, o.k)) * 8.0;
   return b * static_cast<double>(elems) / static_cast<double>(steps);
 }
 
@@ -361,11 +371,12 @@ std::unique_ptr<live_case> make_case(Opt opt, const std::string& kind, const std
 }
 
 template <class F>
-opt_spec spec(std::string name, double bytes, int depth, F factory) {
+opt_spec spec(std::string name, double bytes, int depth, F factory, int k = lookahead_k) {
   return {std::move(name), bytes, depth,
           [factory](const std::string& kind, const std::vector<Shape>& shapes, unsigned threads) {
             return make_case(factory(), kind, shapes, threads);
-          }};
+          },
+          k};
 }
 
 void set_counters(benchmark::State& state, double bytes_per_iter, double steps_per_iter, double bytes_per_step) {
@@ -375,36 +386,72 @@ void set_counters(benchmark::State& state, double bytes_per_iter, double steps_p
   state.counters["bytes_per_step"] = C(bytes_per_step);
 }
 
-// Adam's update on data that stays in the L1 cache: the library's own loop,
+// A rule's update on data that stays in the L1 cache: the library's own loop,
 // under this flavour's flags, with the memory traffic taken away. Its time per
-// N elements is the floor that the arithmetic alone sets (sqrt and division).
-// One thread: a block this small is below host::min_parallel.
+// N elements is the floor that the arithmetic alone sets (sqrt, division).
+// One thread: a block this small is below host::min_parallel. The functor is
+// the one the rule prepares late in training (t = 1000).
+template <class Rule>
 struct compute_case {
-  static constexpr std::size_t block = 2048;  // p, g, m, v: 32 KiB
-  nestla::detail::host_buffer<float> p{block}, g{block}, m{block}, v{block};
+  static constexpr std::size_t block = 2048;  // p, g and up to 3 states: 40 KiB
+  static constexpr std::size_t states = Rule::states.size();
+  typename Rule::options options;
+  nestla::detail::host_buffer<float> p{block}, g{block};
+  std::array<nestla::detail::host_buffer<float>, states> s;
   std::vector<nestla::TensorRef<float>> refs;
   nestla::host::context ctx;
-  compute_case() {
+  explicit compute_case(typename Rule::options o) : options(o) {
     filler f;
     for (std::size_t i = 0; i < block; ++i) {
       p.data()[i] = f.next(0.01f, 0.1f);
       g.data()[i] = f.next(1e-3f, 1e-2f);
     }
-    // Every "tensor" is the same block, so N elements of work touch 32 KiB.
+    for (auto& b : s) {
+      b = nestla::detail::host_buffer<float>(block);
+      for (std::size_t i = 0; i < block; ++i) b.data()[i] = std::abs(f.next(1e-4f, 1e-3f));  // second moments > 0
+    }
+    // Every "tensor" is the same block, so N elements of work stay in the L1 cache.
     for (std::size_t done = 0; done < resnet18_numel; done += block) refs.push_back({p.data(), g.data(), block, 0});
   }
   std::size_t elements() const { return refs.size() * block; }
   void run() {
     const nestla::StepPlan<float> plan;
-    const std::array<float*, 2> state{m.data(), v.data()};
-    auto make = [](std::size_t) {
-      // Adam's defaults late in training (bias corrections near 1).
-      return nestla::detail::adam_update<float, false, false>{0.9f, 0.1f, 0.999f, 0.001f, -1e-3f, 0.99f, 1e-8f, 0.f, 1.f};
-    };
-    nestla::host::fused_step<float, 2>(ctx, std::span<const nestla::TensorRef<float>>(refs), block, state, 0, plan,
-                                       make);
+    const nestla::step_context c{.t = 1000, .lr = options.lr, .weight_decay = nestla::detail::weight_decay_option(options)};
+    nestla::detail::rule_scalars_t<Rule> scalars{};
+    using Prepared = std::remove_cvref_t<decltype(nestla::detail::call_prepare<Rule, float>(options, c, &scalars))>;
+    const typename nestla::detail::as_variant<Prepared>::type prepared(
+        nestla::detail::call_prepare<Rule, float>(options, c, &scalars));
+    std::visit(
+        [&](const auto& op) {
+          using Op = std::remove_cvref_t<decltype(op)>;
+          constexpr unsigned mask = nestla::detail::uses_mask<Op, states>();
+          constexpr std::size_t S = static_cast<std::size_t>(std::popcount(mask));
+          std::array<float*, S> ptrs{};
+          std::size_t j = 0;
+          for (std::size_t k = 0; k < states; ++k)
+            if ((mask >> k) & 1u) ptrs[j++] = s[k].data();
+          auto make = [&](std::size_t) {
+            if constexpr (S == states) return op;
+            else return nestla::detail::masked_update<Op, states, mask>{op};
+          };
+          nestla::host::fused_step<float, S>(ctx, std::span<const nestla::TensorRef<float>>(refs), block, ptrs, 0,
+                                             plan, make);
+        },
+        prepared);
   }
 };
+
+template <class Rule>
+void register_compute(const char* name, typename Rule::options o, double bytes) {
+  const double n = static_cast<double>(resnet18_numel);
+  benchmark::RegisterBenchmark((std::string("compute/") + name + "/t1").c_str(), [=](benchmark::State& state) {
+    compute_case<Rule> c(o);
+    c.run();
+    for (auto _ : state) c.run();
+    // Scaled to N elements, so its s_per_step compares with a step's.
+    set_counters(state, bytes * n, n / static_cast<double>(c.elements()), bytes * n);
+  })->UseRealTime()->Unit(benchmark::kMillisecond);
+}
 
 // Rotations per group, from the steps one rotation takes: at least 2, and
 // about --group_steps=S steps in all (S = 400 by default: 10 to 20 seconds of
@@ -438,19 +485,23 @@ void register_all() {
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
   }
-  benchmark::RegisterBenchmark("compute/Adam/t1", [=](benchmark::State& state) {
-    compute_case c;
-    c.run();
-    for (auto _ : state) c.run();
-    // Scaled to N elements, so its s_per_step compares with an Adam step's.
-    set_counters(state, 28.0 * n, n / static_cast<double>(c.elements()), 28.0 * n);
-  })->UseRealTime()->Unit(benchmark::kMillisecond);
+  register_compute<nestla::adam_rule<false>>("Adam", {.lr = 1e-3}, 28);
+  register_compute<nestla::radam_rule>("RAdam", {.lr = 1e-3}, 28);
+  register_compute<nestla::nadam_rule>("NAdam", {.lr = 1e-3}, 28);
+  register_compute<nestla::adamax_rule>("Adamax", {.lr = 1e-3}, 28);
+  register_compute<nestla::lion_rule>("Lion", {.lr = 1e-3}, 20);
 
   const opt_spec sgd = spec("SGD", 20, 0, make_sgd), adam = spec("Adam", 28, 0, make_adam);
+  // Every base optimizer (bytes per element as counted in opt_spec), then presets and nestings.
   const std::vector<opt_spec> opts{
       sgd,
       adam,
       spec("AdamW", 28, 0, make_adamw),
+      spec("RAdam", 28, 0, make_radam),    // reads p g m v, writes p m v
+      spec("NAdam", 28, 0, make_nadam),    // reads p g m v, writes p m v
+      spec("Adamax", 28, 0, make_adamax),  // reads p g m u, writes p m u
+      spec("Lion", 20, 0, make_lion),      // reads p g m, writes p m
+      spec("Ranger", 28, 1, make_ranger, 6),
       spec("LA1-Adam", 28, 1, [] { return make_nested<1>(make_adam()); }),
       spec("LA2-Adam", 28, 2, [] { return make_nested<2>(make_adam()); }),
       spec("LA3-Adam", 28, 3, [] { return make_nested<3>(make_adam()); }),
@@ -470,7 +521,7 @@ void register_all() {
       auto shapes = s.shapes;
       // Each optimizer against the Adam-shaped roofline, through the three containers.
       for (const auto& o : opts) {
-        const std::size_t block = cycle_steps(o.depth);
+        const std::size_t block = cycle_steps(o.depth, o.k);
         // The roofline member only needs enough passes to pair with each turn.
         std::vector<member> members{{"roofline", std::min<std::size_t>(block, 25), 28.0 * n, [=] {
                                        return std::unique_ptr<live_case>(new roofline_case(false, threads));

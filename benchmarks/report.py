@@ -3,10 +3,24 @@
 import argparse
 import json
 import re
+import statistics
 
 SETS = ("single", "resnet18")
 THREADS = (1, 2)
-OPTS = ("SGD", "Adam", "AdamW", "LA1-Adam", "LA2-Adam", "LA3-Adam", "LA1-SGD", "LA2-SGD", "LA3-SGD")
+# Optimizers of the steps tables, in nestla_bench's order: whatever it measured (steps/<name>/<set>/t<threads>).
+def step_opts(med):
+    out = []
+    for key in med:
+        m = re.match(r"steps/([^/]+)/", key)
+        if m and m.group(1) not in out:
+            out.append(m.group(1))
+    return out
+
+
+def is_base(opt):
+    """A base optimizer (not a Lookahead nesting or a preset over one)."""
+    return not opt.startswith("LA") and opt != "Ranger"
+
 # Amortized byte floors of nesting, k = 5 at every level (see bytes_per_step in optimizer_bench.cpp).
 def floor(base_bytes, depth, k=5):
     steps = k ** depth
@@ -49,7 +63,8 @@ def main():
 
     print("### Memory roofline and Adam's compute floor\n")
     print("Median of the repetitions. Roofline loops are built with `-O3 -march=native` in both flavours; the "
-          "compute floor is nestla's own Adam loop over an L1-resident block, built with the flavour's flags.\n")
+          "compute floor is nestla's own Adam loop over an L1-resident block, built with the flavour's flags "
+          "(every optimizer's in the next table).\n")
     print("| flavour | threads | copy GB/s | Adam-shaped GB/s | Adam-shaped ms | Adam compute floor ms (1 thread) |")
     print("|---|---|---|---|---|---|")
     for label, med in flavours:
@@ -63,6 +78,30 @@ def main():
                   f"{fmt(comp.get('s_per_step', 0) * 1e3 if comp else None)} |")
     print()
 
+    rules = []
+    for label, med in flavours:
+        for key in med:
+            m = re.match(r"compute/([^/]+)/t1$", key)
+            if m and m.group(1) not in rules:
+                rules.append(m.group(1))
+    if rules:
+        print("### Compute floors (one thread, data in the L1 cache, scaled to N elements)\n")
+        print("ms for N = 11.17M elements of each rule's own update loop with no memory traffic (the functor it "
+              "prepares at t = 1000), against the time the Adam-shaped roofline needs for the bytes that rule must "
+              "move (one thread). A floor well under the memory time leaves the step memory-bound.\n")
+        print("| flavour | rule | compute floor ms | bytes/element | roofline ms for those bytes (1 thread) |")
+        print("|---|---|---|---|---|")
+        for label, med in flavours:
+            roof = med.get("roofline/adam_shaped/t1")
+            for r in rules:
+                c = med.get(f"compute/{r}/t1")
+                if not c:
+                    continue
+                per_elem = c["bytes_per_step"] / 11173962
+                mem = roof["s_per_step"] * per_elem / 28 * 1e3 if roof else None
+                print(f"| {label} | {r} | {c['s_per_step'] * 1e3:.2f} | {per_elem:.0f} | {fmt(mem)} |")
+        print()
+
     nestla_ms = {}  # (flavour, set, threads, opt) -> ms per step, std::vector
     nestla_best = {}
     for label, med in flavours:
@@ -75,7 +114,7 @@ def main():
         print("| optimizer | set | threads | ms/step | bytes/step | GB/s | % Adam-shaped roofline | % copy roofline "
               "| Eigen / vector | xtensor / vector | rotations |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for opt in OPTS:
+        for opt in step_opts(med):
             for s in SETS:
                 for t in THREADS:
                     b = med.get(f"steps/{opt}/{s}/t{t}")
@@ -98,7 +137,7 @@ def main():
                           f"{gbps:.1f} | {roof * 100:.0f}% ({best_roof * 100:.0f}%) | "
                           f"{fmt(copy_share * 100 if copy_share else None, '.0f')}% | "
                           f"{eig:.3f} ({best_eig:.3f}) | {xt:.3f} ({best_xt:.3f}) | {b['rotations']:.0f} |")
-                    if opt in ("SGD", "Adam", "AdamW"):
+                    if is_base(opt):
                         goals.append(("step >= 90% of Adam-shaped roofline", label, f"{opt} {s} t{t}",
                                       f"{roof * 100:.0f}% ({best_roof * 100:.0f}%)", roof >= 0.90))
                     worst = max(abs(eig - 1), abs(xt - 1))
@@ -125,35 +164,38 @@ def main():
                   f"{b['s_per_step:xsimd_only'] * 1e3:.2f} | {share('xsimd_only')} |")
         print()
 
-    print("### Amortized nesting cost (std::vector, k = 5 at every level, whole outer cycles)\n")
-    print("Each depth's time per step over the base optimizer's, all timed in rotation (in parentheses: from "
-          "the fastest blocks); the byte floor is the counted bytes' ratio.\n")
-    print("| flavour | base | set | threads | base ms/step | LA1 | LA2 (goal Adam 1.08) | LA3 (goal Adam 1.09) | "
-          "byte floors LA1 / LA2 / LA3 | rotations |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for label, med in flavours:
-        for base, bb in (("Adam", 28), ("SGD", 20)):
-            for s in SETS:
-                for t in THREADS:
-                    b = med.get(f"nesting/{base}/{s}/t{t}")
-                    if not b:
-                        continue
-                    base_s = b[f"s_per_step:{base}"]
-                    r = [b[f"ratio0:LA{d}"] for d in (1, 2, 3)]
-                    rb = [b[f"best_s_per_step:LA{d}"] / b[f"best_s_per_step:{base}"] for d in (1, 2, 3)]
-                    floors = " / ".join(f"{floor(bb, d):.3f}" for d in (1, 2, 3))
-                    cells = " | ".join(f"{r[i]:.3f} ({rb[i]:.3f})" for i in range(3))
-                    print(f"| {label} | {base} | {s} | {t} | {base_s * 1e3:.2f} | {cells} | {floors} | "
-                          f"{b['rotations']:.0f} |")
-                    if base == "Adam":
-                        for d in (2, 3):
-                            goals.append((f"LA{d}<Adam> <= {GOAL_NEST[d]}x Adam", label, f"{s} t{t}",
-                                          f"{r[d - 1]:.3f} ({rb[d - 1]:.3f})", r[d - 1] <= GOAL_NEST[d]))
-    print()
+    if any(key.startswith("nesting/") for _, med in flavours for key in med):
+        print("### Amortized nesting cost (std::vector, k = 5 at every level, whole outer cycles)\n")
+        print("Each depth's time per step over the base optimizer's, all timed in rotation (in parentheses: from "
+              "the fastest blocks); the byte floor is the counted bytes' ratio.\n")
+        print("| flavour | base | set | threads | base ms/step | LA1 | LA2 (goal Adam 1.08) | LA3 (goal Adam 1.09) | "
+              "byte floors LA1 / LA2 / LA3 | rotations |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for label, med in flavours:
+            for base, bb in (("Adam", 28), ("SGD", 20)):
+                for s in SETS:
+                    for t in THREADS:
+                        b = med.get(f"nesting/{base}/{s}/t{t}")
+                        if not b:
+                            continue
+                        base_s = b[f"s_per_step:{base}"]
+                        r = [b[f"ratio0:LA{d}"] for d in (1, 2, 3)]
+                        rb = [b[f"best_s_per_step:LA{d}"] / b[f"best_s_per_step:{base}"] for d in (1, 2, 3)]
+                        floors = " / ".join(f"{floor(bb, d):.3f}" for d in (1, 2, 3))
+                        cells = " | ".join(f"{r[i]:.3f} ({rb[i]:.3f})" for i in range(3))
+                        print(f"| {label} | {base} | {s} | {t} | {base_s * 1e3:.2f} | {cells} | {floors} | "
+                              f"{b['rotations']:.0f} |")
+                        if base == "Adam":
+                            for d in (2, 3):
+                                goals.append((f"LA{d}<Adam> <= {GOAL_NEST[d]}x Adam", label, f"{s} t{t}",
+                                              f"{r[d - 1]:.3f} ({rb[d - 1]:.3f})", r[d - 1] <= GOAL_NEST[d]))
+        print()
 
     for path in args.torch:
         with open(path) as f:
             tr = json.load(f)
+        if not tr["results"]:
+            continue
         print(f"### PyTorch {tr['torch']} (Python {tr['python']}), CPU, huge-page malloc\n")
         print("ms per step (median; in parentheses from the fastest step at each cycle position); speed-up = "
               "torch's time over nestla's for the same optimizer, tensors and threads (nestla: std::vector), "
@@ -183,6 +225,48 @@ def main():
                             upb = best_adam["best_s_per_step"] * 1e3 / nestla_best[(f, s, t, "Adam")]
                             goals.append((f">= 2x fastest torch {tr['torch']} Adam", f, f"{s} t{t}",
                                           f"{up:.1f}x ({upb:.1f}x)", up >= 2))
+        print()
+
+    for path in args.torch:
+        with open(path) as f:
+            tr = json.load(f)
+        if not tr.get("paired"):
+            continue
+        print(f"### Paired with PyTorch {tr['torch']} (Python {tr['python']}): one process, in rotation\n")
+        print("nestla (through benchmarks/nestla_capi.cpp, on tensors torch allocated) and every torch implementation "
+              "of the same optimizer, one block of whole cycles each per rotation, in the same seconds; torch's "
+              "threads as nestla's. ms per step: median over rotations. Speed-up: the fastest torch "
+              "implementation's time over nestla's, median of the per-rotation ratios (in parentheses: from the "
+              "fastest step at each cycle position).\n")
+        flav = list(dict.fromkeys(m["label"] for g in tr["paired"] for m in g["members"]
+                                  if m["label"].startswith("nestla ")))
+        print("| optimizer | set | threads | " + " | ".join(f"{f} ms" for f in flav) +
+              " | torch implementations, ms | fastest torch | " + " | ".join(f"speed-up {f}" for f in flav) +
+              " | rotations |")
+        print("|---|---|---|" + "---|" * len(flav) + "---|---|" + "---|" * len(flav) + "---|")
+        for g in tr["paired"]:
+            ms = {m["label"]: m for m in g["members"]}
+            torch_ms = [m for m in g["members"] if m["label"].startswith("torch ")]
+            if not torch_ms:
+                continue
+            fastest = min(torch_ms, key=lambda m: statistics.median(m["per_rotation"]))
+            cells_n, ups = [], []
+            for f in flav:
+                m = ms.get(f)
+                if not m:
+                    cells_n.append("n/a")
+                    ups.append("n/a")
+                    continue
+                cells_n.append(f"{statistics.median(m['per_rotation']) * 1e3:.2f}")
+                r = statistics.median(a / b for a, b in zip(fastest["per_rotation"], m["per_rotation"]))
+                rb = fastest["best_s_per_step"] / m["best_s_per_step"]
+                ups.append(f"{r:.2f}x ({rb:.2f}x)")
+                if f == flav[0]:
+                    goals.append((f"faster than torch {tr['torch']}'s fastest", f, f"{g['optimizer']} {g['set']} "
+                                  f"t{g['threads']}", f"{r:.2f}x ({rb:.2f}x)", r >= 1))
+            impls = "; ".join(f"{m['label'][6:]} {statistics.median(m['per_rotation']) * 1e3:.2f}" for m in torch_ms)
+            print(f"| {g['optimizer']} | {g['set']} | {g['threads']} | " + " | ".join(cells_n) + f" | {impls} | "
+                  f"{fastest['label'][6:]} | " + " | ".join(ups) + f" | {g['rotations']} |")
         print()
 
     print("### Goals\n")

@@ -4,6 +4,7 @@
 #   benchmarks/run.sh                      everything (about 30 minutes on the 2-core development machine)
 #   REPS=3 FILTER='steps/Adam' TORCH_FILTER='Adam' benchmarks/run.sh   a part, fewer repetitions
 #   TORCH_PYTHONS='/usr/bin/python3 /tmp/venv/bin/python' benchmarks/run.sh   more than one PyTorch
+#   PAIRED_ONLY=1 TORCH_FILTER=RAdam benchmarks/run.sh   torch only paired with nestla (in one process, in rotation)
 #
 # Output: $OUT (default build-bench-results/ in the repository) holds the JSON and tables.md.
 set -euo pipefail
@@ -22,11 +23,13 @@ mkdir -p "$out"
 # CMAKE_BUILD_TYPE=None adds nothing to CMAKE_CXX_FLAGS.
 declare -A flags=([O3-native]="-O3 -march=native" [O2]="-O2")
 flavour_args=()
+nestla_libs=()
 for flavour in O3-native O2; do
   build=$out/build-$flavour
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=${flags[$flavour]}" \
     -DNESTLA_BUILD_BENCHMARKS=ON -DNESTLA_BUILD_TESTS=OFF -DNESTLA_BUILD_EXAMPLES=OFF -DNESTLA_CUDA=OFF >/dev/null
-  cmake --build "$build" --target nestla_bench -j"$jobs" >/dev/null
+  cmake --build "$build" --target nestla_bench nestla_capi -j"$jobs" >/dev/null
+  nestla_libs+=(--nestla-lib "$flavour=$build/benchmarks/libnestla_capi.so")
   echo "== nestla_bench, $flavour (${flags[$flavour]})" >&2
   # Huge pages for the benchmark's own tensors (std::vector, Eigen, xtensor), as for the roofline's buffers, nestla's
   # state and PyTorch below: with 4 KiB pages for p and g only, Adam measured 5 to 9 points lower against a
@@ -49,7 +52,8 @@ for py in $torch_pythons; do
   # Without huge pages, PyTorch's per-step temporaries page-fault and the
   # comparison would flatter nestla (design/perf-notes.md).
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$py" "$here/torch_optim_bench.py" --shapes "$here/resnet18_shapes.txt" \
-    --reps "$reps" --min-time "$min_time" --filter "$torch_filter" --out "$out/torch-$i.json"
+    --reps "$reps" --min-time "$min_time" --filter "$torch_filter" --out "$out/torch-$i.json" \
+    "${nestla_libs[@]}" ${PAIRED_ONLY:+--paired-only}
   torch_args+=(--torch "$out/torch-$i.json")
 done
 

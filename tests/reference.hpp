@@ -9,6 +9,14 @@
 
 namespace ref {
 
+// Initial parameters in [-0.3, 0.67), deterministic.
+template <class T>
+std::vector<T> initial(std::size_t n) {
+  std::vector<T> p(n);
+  for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<T>(0.01 * static_cast<double>(i % 97) - 0.3);
+  return p;
+}
+
 // Deterministic pseudo-random gradients that also depend on the parameters.
 struct grad_source {
   std::uint64_t state = 0x9E3779B97F4A7C15ull;

@@ -2,220 +2,72 @@
 // float64) and an independent Python reference of Lookahead / nested Lookahead.
 //
 // The data, tests/data/golden.json, comes from tools/make_golden.py (its header
-// documents the schema). Every case records the gradient fed at each step, so
-// nestla gets exactly the same gradients and only the optimizer is compared.
-//
-// Check, after every step and for every parameter element:
-//     |nestla - golden| <= kRelTol * max(|golden|, kAbsFloor)
-// i.e. a relative error of at most 1e-12 for |golden| >= kAbsFloor = 1e-2, and
-// an absolute error of at most 1e-14 (about 45 ulp of 1.0) below it. The
-// parameters are O(1) (the initial values are standard normal), so rounding
-// errors are O(ulp(1)) in absolute terms; when a trajectory passes close to
-// zero, a few ulp of it would otherwise be an arbitrarily large relative error
-// (a build with fused multiply-adds, which PyTorch's reference run does not
-// use, shows absolute differences up to ~1e-15 here). A real error in an
-// update rule is orders of magnitude larger than either bound.
-// Also checked: step()'s return value equals the recorded "cycle" of the top
-// level (true on every step for a base optimizer).
-//
-// Set NESTLA_GOLDEN_VERBOSE=1 to print the largest error seen per case.
-
+// documents the schema); golden_replay.hpp replays it and states the tolerance.
 #include <doctest/doctest.h>
 
-#include <nestla/nestla.hpp>
-#include <nlohmann/json.hpp>
-
-#include <algorithm>
 #include <array>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
-#include <stdexcept>
 #include <string>
-#include <utility>
-#include <vector>
 
-#ifndef NESTLA_TEST_DATA_DIR
-#error "NESTLA_TEST_DATA_DIR must be defined (tests/CMakeLists.txt sets it)"
-#endif
+#include "golden_replay.hpp"
 
 namespace {
 
-using json = nlohmann::json;
-using Set = std::vector<std::vector<double>>;
+using golden::json;
 
-constexpr double kRelTol = 1e-12;
-constexpr double kAbsFloor = 1e-2;
-
-const json& golden() {
-  static const json data = [] {
-    const std::string path = std::string(NESTLA_TEST_DATA_DIR) + "/golden.json";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open " + path);
-    return json::parse(in);
-  }();
-  return data;
+const json& data() {
+  static const json d = golden::load("golden.json");
+  return d;
 }
 
-Set to_set(const json& j) { return j.get<Set>(); }
-
-nestla::Momentum to_policy(const std::string& s) {
-  if (s == "keep") return nestla::Momentum::keep;
-  if (s == "reset") return nestla::Momentum::reset;
-  if (s == "pullback") return nestla::Momentum::pullback;
-  throw std::runtime_error("unknown momentum policy " + s);
-}
-
-nestla::LookaheadOptions to_level(const json& j) {
-  return nestla::LookaheadOptions{.k = j.at("k").get<int>(),
-                                  .alpha = j.at("alpha").get<double>(),
-                                  .momentum = to_policy(j.at("momentum").get<std::string>())};
-}
-
-// Largest error seen in one case, and where the first violation happened.
-struct Result {
-  double max_rel = 0;   // max |a-b| / max(|b|, kAbsFloor)
-  double max_abs = 0;   // max |a-b|
-  int failures = 0;     // elements out of tolerance
-  int cycle_mismatches = 0;
-  std::string first_failure;
-};
-
-// Runs one case through `opt` and compares every step.
-template <class Opt>
-Result run(Opt& opt, const json& c) {
-  Result r;
-  Set params = to_set(c.at("init"));
-  const auto& steps = c.at("steps");
-  for (std::size_t s = 0; s < steps.size(); ++s) {
-    const auto& st = steps[s];
-    const Set grads = to_set(st.at("grad"));
-    const Set want = to_set(st.at("params"));
-    const bool cycle = opt.step(params, grads);
-    if (cycle != st.at("cycle").get<bool>()) {
-      if (r.cycle_mismatches++ == 0 && r.first_failure.empty()) {
-        std::ostringstream os;
-        os << "step " << s + 1 << ": step() returned " << cycle << ", golden cycle is " << !cycle;
-        r.first_failure = os.str();
-      }
-    }
-    for (std::size_t i = 0; i < want.size(); ++i) {
-      for (std::size_t j = 0; j < want[i].size(); ++j) {
-        const double a = params.at(i).at(j), b = want[i][j];
-        const double err = std::abs(a - b);
-        const double rel = err / std::max(std::abs(b), kAbsFloor);
-        r.max_abs = std::max(r.max_abs, err);
-        r.max_rel = std::max(r.max_rel, std::isnan(rel) ? INFINITY : rel);
-        if (!(rel <= kRelTol)) {
-          if (r.failures++ == 0 && r.first_failure.empty()) {
-            std::ostringstream os;
-            os.precision(17);
-            os << "step " << s + 1 << ", tensor " << i << ", element " << j << ": nestla " << a << ", golden "
-               << b << " (error " << rel << ")";
-            r.first_failure = os.str();
-          }
-        }
-      }
-    }
-  }
-  return r;
-}
-
-// Builds the case's base optimizer and hands it to f.
-template <class F>
-Result with_base(const json& c, F&& f) {
+// The case's base optimizer, wrapped in its Lookahead levels.
+golden::Result run_case(const json& c, bool composed = false) {
   const std::string kind = c.at("optimizer").get<std::string>();
   const auto& o = c.at("options");
   if (kind == "sgd") {
-    return f(nestla::SGD<double>({.lr = o.at("lr").get<double>(),
-                                  .momentum = o.at("momentum").get<double>(),
-                                  .dampening = o.at("dampening").get<double>(),
-                                  .weight_decay = o.at("weight_decay").get<double>(),
-                                  .nesterov = o.at("nesterov").get<bool>()}));
+    return golden::run_nested(nestla::SGD<double>({.lr = o.at("lr").get<double>(),
+                                                   .momentum = o.at("momentum").get<double>(),
+                                                   .dampening = o.at("dampening").get<double>(),
+                                                   .weight_decay = o.at("weight_decay").get<double>(),
+                                                   .nesterov = o.at("nesterov").get<bool>()}),
+                              c, composed);
   }
   const auto betas = o.at("betas").get<std::array<double, 2>>();
   if (kind == "adam") {
-    return f(nestla::Adam<double>({.lr = o.at("lr").get<double>(),
-                                   .beta1 = betas[0],
-                                   .beta2 = betas[1],
-                                   .eps = o.at("eps").get<double>(),
-                                   .weight_decay = o.at("weight_decay").get<double>(),
-                                   .amsgrad = o.at("amsgrad").get<bool>()}));
+    return golden::run_nested(nestla::Adam<double>({.lr = o.at("lr").get<double>(),
+                                                    .beta1 = betas[0],
+                                                    .beta2 = betas[1],
+                                                    .eps = o.at("eps").get<double>(),
+                                                    .weight_decay = o.at("weight_decay").get<double>(),
+                                                    .amsgrad = o.at("amsgrad").get<bool>()}),
+                              c, composed);
   }
   if (kind == "adamw") {
-    return f(nestla::AdamW<double>({.lr = o.at("lr").get<double>(),
-                                    .beta1 = betas[0],
-                                    .beta2 = betas[1],
-                                    .eps = o.at("eps").get<double>(),
-                                    .weight_decay = o.at("weight_decay").get<double>(),
-                                    .amsgrad = o.at("amsgrad").get<bool>()}));
+    return golden::run_nested(nestla::AdamW<double>({.lr = o.at("lr").get<double>(),
+                                                     .beta1 = betas[0],
+                                                     .beta2 = betas[1],
+                                                     .eps = o.at("eps").get<double>(),
+                                                     .weight_decay = o.at("weight_decay").get<double>(),
+                                                     .amsgrad = o.at("amsgrad").get<bool>()}),
+                              c, composed);
   }
   throw std::runtime_error("unknown optimizer " + kind);
 }
 
-// The depth is part of the type: dispatch the case's level list (innermost
-// first) to depth 0..3. Depth 1 is a plain Lookahead; depth >= 2 goes through
-// nestla::nested<N>; with `composed`, depth 2 is built by hand as
-// Lookahead(Lookahead(base)) instead, which must behave identically.
-Result run_case(const json& c, bool composed = false) {
-  const auto& lv = c.at("lookahead");
-  return with_base(c, [&](auto base) -> Result {
-    switch (lv.size()) {
-      case 0:
-        return run(base, c);
-      case 1: {
-        nestla::Lookahead la(std::move(base), to_level(lv[0]));
-        return run(la, c);
-      }
-      case 2: {
-        if (composed) {
-          nestla::Lookahead outer(nestla::Lookahead(std::move(base), to_level(lv[0])), to_level(lv[1]));
-          return run(outer, c);
-        }
-        auto nest = nestla::nested<2>(std::move(base), {to_level(lv[0]), to_level(lv[1])});
-        return run(nest, c);
-      }
-      case 3: {
-        auto nest = nestla::nested<3>(std::move(base), {to_level(lv[0]), to_level(lv[1]), to_level(lv[2])});
-        return run(nest, c);
-      }
-      default:
-        throw std::runtime_error("unsupported depth " + std::to_string(lv.size()));
-    }
-  });
-}
-
-bool verbose() {
-  const char* v = std::getenv("NESTLA_GOLDEN_VERBOSE");
-  return v && *v && std::string(v) != "0";
-}
-
 // Runs every case whose depth is in [lo, hi]; returns how many ran.
 int check_depths(std::size_t lo, std::size_t hi, bool composed = false) {
-  int n = 0;
-  double group_rel = 0;
-  for (const auto& c : golden()) {
-    const std::size_t depth = c.at("lookahead").size();
-    if (depth < lo || depth > hi) continue;
-    const std::string name = c.at("name").get<std::string>() + (composed ? " (composed)" : "");
-    INFO("case ", name);
-    const Result r = run_case(c, composed);
-    ++n;
-    group_rel = std::max(group_rel, r.max_rel);
-    if (verbose()) std::printf("  %-48s max rel %.3e  max abs %.3e\n", name.c_str(), r.max_rel, r.max_abs);
-    CHECK_MESSAGE(r.failures == 0, r.failures, " elements out of tolerance; first: ", r.first_failure);
-    CHECK_MESSAGE(r.cycle_mismatches == 0, r.cycle_mismatches, " wrong step() results; first: ", r.first_failure);
-  }
-  if (verbose()) std::printf("  depth %zu..%zu: %d cases, max rel %.3e\n", lo, hi, n, group_rel);
-  return n;
+  return golden::check_cases(
+      data(),
+      [&](const json& c) {
+        const std::size_t depth = c.at("lookahead").size();
+        return depth >= lo && depth <= hi;
+      },
+      [&](const json& c) { return run_case(c, composed); }, composed ? " (composed)" : "");
 }
 
 }  // namespace
 
 TEST_CASE("golden data loads and has the expected cases") {
-  const auto& g = golden();
+  const auto& g = data();
   REQUIRE(g.is_array());
   CHECK(g.size() == 37);
   for (const auto& c : g) {

@@ -21,13 +21,6 @@ namespace {
 constexpr Momentum policies[] = {Momentum::keep, Momentum::reset, Momentum::pullback};
 
 template <class T>
-std::vector<T> initial(std::size_t n) {
-  std::vector<T> p(n);
-  for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<T>(0.01 * static_cast<double>(i % 97) - 0.3);
-  return p;
-}
-
-template <class T>
 auto reference_for(const nestla::SGDOptions& o) {
   auto step = [o](ref::base_state<T>& s, std::vector<T>& p, const std::vector<T>& g) { ref::sgd_step(o, s, p, g); };
   ref::nested<T, decltype(step)> r{step, {}, {}};
@@ -44,7 +37,7 @@ auto reference_for(const nestla::AdamOptions& o) {
 // every returned cycle flag must agree exactly.
 template <class T, class Opt, class Ref>
 void compare(Opt& opt, Ref& r, int steps, std::size_t n = 37) {
-  auto p = initial<T>(n), q = p;
+  auto p = ref::initial<T>(n), q = p;
   std::vector<T> g;
   ref::grad_source src;
   int cycles = 0;
@@ -120,7 +113,7 @@ TEST_CASE("Lookahead with k = 1 and alpha = 1 is its inner optimizer, step for s
   Lookahead la2(Lookahead(nestla::SGD<double>({.lr = 0.1, .momentum = 0.9}), {.k = 1, .alpha = 1.0}),
                 {.k = 1, .alpha = 1.0});
   nestla::SGD<double> sgd({.lr = 0.1, .momentum = 0.9});
-  auto a = initial<double>(50), b = a, c = a, d = a;
+  auto a = ref::initial<double>(50), b = a, c = a, d = a;
   std::vector<double> g;
   ref::grad_source src;
   for (int s = 0; s < 30; ++s) {
@@ -138,7 +131,7 @@ TEST_CASE("nested<1> builds the same optimizer as Lookahead") {
   auto n1 = nestla::nested<1>(nestla::SGD<float>({.lr = 0.1, .momentum = 0.9}), {{.k = 4, .alpha = 0.3}});
   Lookahead la(nestla::SGD<float>({.lr = 0.1, .momentum = 0.9}), {.k = 4, .alpha = 0.3});
   static_assert(std::is_same_v<decltype(n1), decltype(la)>);
-  auto a = initial<float>(40), b = a;
+  auto a = ref::initial<float>(40), b = a;
   std::vector<float> g;
   ref::grad_source src;
   for (int s = 0; s < 17; ++s) {

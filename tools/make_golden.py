@@ -196,8 +196,9 @@ class Lookahead:
                         dst.copy_(m)
 
 
-def build(kind, options, levels, params):
-    opt = Base(kind, options, params)
+def build(kind, options, levels, params, make_base=None):
+    """make_base(kind, options, params): the depth-0 optimizer, a Base (default: Base itself)."""
+    opt = (make_base or Base)(kind, options, params)
     for lv in levels:  # innermost first
         opt = Lookahead(opt, lv["k"], lv["alpha"], lv["momentum"])
     return opt
@@ -218,9 +219,9 @@ def flat(ts):
     return [t.detach().reshape(-1).tolist() for t in ts]
 
 
-def run_case(name, kind, options, levels, init, coef, steps=STEPS):
+def run_case(name, kind, options, levels, init, coef, steps=STEPS, make_base=None):
     params = [t.clone().requires_grad_(True) for t in init]
-    opt = build(kind, options, levels, params)
+    opt = build(kind, options, levels, params, make_base)
     lvls = all_levels(opt)
     record = []
     for _ in range(steps):

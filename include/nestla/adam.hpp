@@ -14,6 +14,7 @@
 #include <variant>
 
 #include "nestla/backend/host.hpp"
+#include "nestla/detail/adam_options.hpp"
 #include "nestla/optimizer.hpp"
 
 namespace nestla {
@@ -75,19 +76,10 @@ struct adam_rule {
   static constexpr int first_moment = 0;
 
   static void validate(const options& o, const option_check& check) {
-    check(o.lr >= 0 && std::isfinite(o.lr), "lr", o.lr, "must be finite and >= 0");
-    check(o.beta1 >= 0 && o.beta1 < 1, "beta1", o.beta1, "must be in [0, 1)");
-    check(o.beta2 >= 0 && o.beta2 < 1, "beta2", o.beta2, "must be in [0, 1)");
-    check(o.eps >= 0 && std::isfinite(o.eps), "eps", o.eps, "must be finite and >= 0");
-    check(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "weight_decay", o.weight_decay,
-          "must be finite and >= 0");
+    detail::check_adam_options(o, check);
   }
   static void fields(auto& o, auto&& f) {
-    f("lr", o.lr);
-    f("beta1", o.beta1);
-    f("beta2", o.beta2);
-    f("eps", o.eps);
-    f("weight_decay", o.weight_decay);
+    detail::adam_option_fields(o, f);
     f("amsgrad", o.amsgrad);
     f("maximize", o.maximize);
   }

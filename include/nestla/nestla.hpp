@@ -11,12 +11,17 @@
 #define NESTLA_VERSION_PATCH 0
 
 #include "nestla/adam.hpp"
+#include "nestla/adamax.hpp"
 #include "nestla/backend/host.hpp"
 #include "nestla/error.hpp"
 #include "nestla/huge_page_allocator.hpp"
+#include "nestla/lion.hpp"
 #include "nestla/lookahead.hpp"
+#include "nestla/nadam.hpp"
 #include "nestla/optimizer.hpp"
 #include "nestla/parameter_set.hpp"
+#include "nestla/radam.hpp"
+#include "nestla/ranger.hpp"
 #include "nestla/schedule.hpp"
 #include "nestla/sgd.hpp"
 #include "nestla/step_plan.hpp"

@@ -16,7 +16,7 @@
 //   ops::max(a, b)        a > b ? a : b   (x86 maxps: b when either is NaN)
 //   ops::min(a, b)        a < b ? a : b   (x86 minps: b when either is NaN)
 //   ops::clamp(x, lo, hi) min(max(x, lo), hi)
-//   ops::sign(x)          1 for x > 0, -1 for x < 0, x itself for +-0 and NaN (as torch.sign)
+//   ops::sign(x)          1 for x > 0, -1 for x < 0, else +0 (NaN and -0 included), as torch.sign
 //   ops::reciprocal(x)    1 / x, a correctly rounded division (not an approximate rcp)
 //
 // A new vector type joins by specializing nestla::vector_ops (scalar, sqrt, abs,
@@ -89,7 +89,7 @@ template <class V>
 NESTLA_HOST_DEVICE inline V sign(const V& x) {
   using S = typename vector_ops<V>::scalar;
   const V zero(S(0)), one(S(1)), minus_one(S(-1));
-  return vector_ops<V>::select(x > zero, one, vector_ops<V>::select(x < zero, minus_one, x));
+  return vector_ops<V>::select(x > zero, one, vector_ops<V>::select(x < zero, minus_one, zero));
 }
 template <class V>
 NESTLA_HOST_DEVICE inline V reciprocal(const V& x) {

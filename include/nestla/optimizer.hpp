@@ -608,7 +608,7 @@ class BaseOptimizer {
 
   options_type opts_;
   std::array<buffer, state_count> states_{};
-  std::uint32_t fresh_ = state_count == 0 ? 0u : ~0u >> (32 - state_count);  // bit k: states_[k] never updated
+  std::uint32_t fresh_ = state_count == 0 ? 0u : ~0u >> (32 - (state_count == 0 ? 1 : state_count));  // bit k: states_[k] never updated
   scalars_type scalars_{};
   typename Backend::context ctx_;
   std::uint64_t t_ = 0;

@@ -8,7 +8,9 @@
 //
 //   struct MyRule {
 //     struct options { double lr = 1e-3; ... };   // an aggregate, PyTorch's names; `lr` is
-//                                                 // required, a `weight_decay` enables it in groups
+//                                                 // required, a `weight_decay` enables it in groups,
+//                                                 // a `bool maximize` makes the library hand the
+//                                                 // rule -g (as torch does first): don't negate it again
 //     static constexpr const char* name = "Lion"; // checkpoints and error messages
 //     static void validate(const options& o, const nestla::option_check& check) {
 //       check(o.lr >= 0, "lr", o.lr, "must be >= 0");  ...

@@ -230,6 +230,17 @@ TEST_CASE("Adam and AdamW on the GPU match the host at every depth and policy") 
   check_all_depths("AdamW amsgrad", nestla::AdamW<float>(wa), nestla::AdamW<float, Dev>(wa));
 }
 
+TEST_CASE("RAdam, NAdam, Adamax and Lion on the GPU match the host at every depth and policy") {
+  const nestla::RAdamOptions r{.lr = 1e-2, .weight_decay = 1e-2, .decoupled_weight_decay = true, .maximize = true};
+  check_all_depths("RAdam", nestla::RAdam<float>(r), nestla::RAdam<float, Dev>(r));
+  const nestla::NAdamOptions n{.lr = 1e-2, .beta1 = 0.3, .weight_decay = 1e-2, .momentum_decay = 0.05};
+  check_all_depths("NAdam", nestla::NAdam<float>(n), nestla::NAdam<float, Dev>(n));
+  const nestla::AdamaxOptions x{.lr = 1e-2, .weight_decay = 1e-2};
+  check_all_depths("Adamax", nestla::Adamax<float>(x), nestla::Adamax<float, Dev>(x));
+  const nestla::LionOptions l{.lr = 1e-3, .weight_decay = 0.1};
+  check_all_depths("Lion", nestla::Lion<float>(l), nestla::Lion<float, Dev>(l));
+}
+
 TEST_CASE("float64 on the GPU matches the host") {
   auto h = nestla::nested<2>(nestla::Adam<double>({.lr = 1e-2, .amsgrad = true}),
                              {{.k = 2, .momentum = Momentum::pullback}, {.k = 3, .momentum = Momentum::reset}});

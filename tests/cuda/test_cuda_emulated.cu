@@ -154,6 +154,18 @@ TEST_CASE("emulated kernels: Adam and AdamW at every depth and policy, bit for b
   check_all("AdamW amsgrad", nestla::AdamW<float>(w), nestla::AdamW<float, Emu>(w));
 }
 
+TEST_CASE("emulated kernels: RAdam, NAdam, Adamax and Lion at every depth and policy, bit for bit") {
+  // Each in both RAdam phases (rho_t > 5 from step 6) and with its options on.
+  const nestla::RAdamOptions r{.lr = 1e-2, .weight_decay = 1e-2, .decoupled_weight_decay = true, .maximize = true};
+  check_all("RAdam", nestla::RAdam<float>(r), nestla::RAdam<float, Emu>(r));
+  const nestla::NAdamOptions n{.lr = 1e-2, .beta1 = 0.3, .weight_decay = 1e-2, .momentum_decay = 0.05};
+  check_all("NAdam", nestla::NAdam<float>(n), nestla::NAdam<float, Emu>(n));
+  const nestla::AdamaxOptions x{.lr = 1e-2, .weight_decay = 1e-2};
+  check_all("Adamax", nestla::Adamax<float>(x), nestla::Adamax<float, Emu>(x));
+  const nestla::LionOptions l{.lr = 1e-3, .weight_decay = 0.1};
+  check_all("Lion", nestla::Lion<float>(l), nestla::Lion<float, Emu>(l));
+}
+
 TEST_CASE("emulated kernels: misaligned pointers, every tier, odd chunking") {
   for (auto [ps, gs] : {std::pair<std::size_t, std::size_t>{1, 0}, {0, 3}, {2, 2}, {4, 8}}) {
     for (auto tier : {nestla::cuda::detail::tier::small_params, nestla::cuda::detail::tier::large_params, nestla::cuda::detail::tier::device_blob}) {
