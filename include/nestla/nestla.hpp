@@ -10,6 +10,8 @@
 #define NESTLA_VERSION_MINOR 1
 #define NESTLA_VERSION_PATCH 0
 
+#include "nestla/adadelta.hpp"
+#include "nestla/adagrad.hpp"
 #include "nestla/adam.hpp"
 #include "nestla/backend/host.hpp"
 #include "nestla/error.hpp"
@@ -17,6 +19,8 @@
 #include "nestla/lookahead.hpp"
 #include "nestla/optimizer.hpp"
 #include "nestla/parameter_set.hpp"
+#include "nestla/rmsprop.hpp"
+#include "nestla/rprop.hpp"
 #include "nestla/sgd.hpp"
 #include "nestla/step_plan.hpp"
 #include "nestla/tensor_traits.hpp"
