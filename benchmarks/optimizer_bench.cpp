@@ -1,4 +1,4 @@
-// nestla optimizer steps (SGD, Adam, AdamW, Lookahead nested 1-3 deep) on ResNet-18-sized sets, three containers, against the memory roofline.
+// nestla optimizer steps (SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta, Rprop, Lookahead nested 1-3 deep) on ResNet-18-sized sets, three containers, against the memory roofline.
 #include <benchmark/benchmark.h>
 
 #include <nestla/eigen.hpp>
@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "filler.hpp"
 #include "roofline.hpp"
 
 #ifndef NESTLA_BENCH_SHAPES
@@ -59,17 +60,7 @@ std::vector<Shape> resnet18_shapes() {
 
 constexpr std::size_t resnet18_numel = 11173962;
 
-// Deterministic values that keep Adam's and SGD's state normal (no denormals,
-// which would cost microcode assists and measure something else).
-struct filler {
-  std::uint64_t s = 0x9E3779B97F4A7C15ull;
-  float next(float lo, float hi) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    const float u = static_cast<float>(s >> 40) / static_cast<float>(1 << 24);
-    const float x = lo + (hi - lo) * u;
-    return (s >> 20) & 1 ? x : -x;
-  }
-};
+using bench::filler;
 
 // --- containers: how each kind makes a tensor of a given shape ---------------
 struct vector_kind {
@@ -119,6 +110,20 @@ struct tensor_set {
 nestla::SGD<float> make_sgd() { return nestla::SGD<float>({.lr = 1e-3, .momentum = 0.9}); }
 nestla::Adam<float> make_adam() { return nestla::Adam<float>({.lr = 1e-3}); }
 nestla::AdamW<float> make_adamw() { return nestla::AdamW<float>({.lr = 1e-3}); }
+
+// --- Adagrad, RMSprop, Adadelta, Rprop: torch.optim's defaults ------------------
+// Bytes each must move per element (floats; a read and a write of p and of
+// each state it uses, a read of g): Adagrad 20 (sum), RMSprop 20 (square_avg),
+// RMSprop with momentum and centered 36 (+ momentum_buffer, grad_avg),
+// Adadelta 28 (square_avg, acc_delta), Rprop 28 (prev, step_size).
+nestla::Adagrad<float> make_adagrad() { return nestla::Adagrad<float>({.lr = 1e-2}); }
+nestla::RMSprop<float> make_rmsprop() { return nestla::RMSprop<float>({.lr = 1e-2}); }
+nestla::RMSprop<float> make_rmsprop_mc() {
+  return nestla::RMSprop<float>({.lr = 1e-2, .momentum = 0.9, .centered = true});
+}
+nestla::Adadelta<float> make_adadelta() { return nestla::Adadelta<float>({.lr = 1.0}); }
+nestla::Rprop<float> make_rprop() { return nestla::Rprop<float>({.lr = 1e-2}); }
+// --- end of Adagrad, RMSprop, Adadelta, Rprop -------------------------------------
 
 constexpr int lookahead_k = 5;
 template <int D, class Base>
@@ -212,7 +217,7 @@ struct xsimd_adam_case final : live_case {
         const std::size_t lo = std::min(resnet18_numel, (chunk * k + pad - 1) / pad * pad);
         const std::size_t hi =
             k + 1 == parts ? resnet18_numel : std::min(resnet18_numel, (chunk * (k + 1) + pad - 1) / pad * pad);
-        using B = xsimd::batch<float>;
+        using B = nestla::detail::simd<float>;  // xsimd's batch for this build's flags, with nestla::ops
         float *pp = p.data(), *mm = m.data(), *vv = v.data();
         const float* gg = g.data();
         std::size_t i = lo;
@@ -457,6 +462,13 @@ void register_all() {
       spec("LA1-SGD", 20, 1, [] { return make_nested<1>(make_sgd()); }),
       spec("LA2-SGD", 20, 2, [] { return make_nested<2>(make_sgd()); }),
       spec("LA3-SGD", 20, 3, [] { return make_nested<3>(make_sgd()); }),
+      // Adagrad, RMSprop, Adadelta, Rprop (bytes: see make_adagrad)
+      spec("Adagrad", 20, 0, make_adagrad),
+      spec("RMSprop", 20, 0, make_rmsprop),
+      spec("RMSprop-mc", 36, 0, make_rmsprop_mc),
+      spec("Adadelta", 28, 0, make_adadelta),
+      spec("Rprop", 28, 0, make_rprop),
+      spec("LA1-RMSprop-mc", 36, 1, [] { return make_nested<1>(make_rmsprop_mc()); }),
   };
   struct set_spec {
     const char* name;

@@ -7,6 +7,10 @@ import re
 SETS = ("single", "resnet18")
 THREADS = (1, 2)
 OPTS = ("SGD", "Adam", "AdamW", "LA1-Adam", "LA2-Adam", "LA3-Adam", "LA1-SGD", "LA2-SGD", "LA3-SGD")
+# --- Adagrad, RMSprop, Adadelta, Rprop ---
+OPTS_OPTIM2 = ("Adagrad", "RMSprop", "RMSprop-mc", "Adadelta", "Rprop", "LA1-RMSprop-mc")
+OPTS = OPTS + OPTS_OPTIM2
+# --- end of Adagrad, RMSprop, Adadelta, Rprop ---
 # Amortized byte floors of nesting, k = 5 at every level (see bytes_per_step in optimizer_bench.cpp).
 def floor(base_bytes, depth, k=5):
     steps = k ** depth
@@ -38,6 +42,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--flavour", action="append", required=True, help="LABEL=PATH to nestla_bench JSON")
     ap.add_argument("--torch", action="append", default=[], help="torch_optim_bench.py JSON")
+    ap.add_argument("--paired", action="append", default=[], help="LABEL=PATH to torch_paired_bench.py JSON")
     args = ap.parse_args()
 
     flavours = []
@@ -184,6 +189,36 @@ def main():
                             goals.append((f">= 2x fastest torch {tr['torch']} Adam", f, f"{s} t{t}",
                                           f"{up:.1f}x ({upb:.1f}x)", up >= 2))
         print()
+
+    # --- paired with torch.optim (torch_paired_bench.py) ---
+    for spec in args.paired:
+        label, path = spec.rsplit("=", 1)
+        with open(path) as f:
+            pr = json.load(f)
+        load = " / ".join(f"{x:.1f}" for x in pr["load_before"]) + " before, " + \
+            " / ".join(f"{x:.1f}" for x in pr["load_after"]) + " after"
+        print(f"### nestla ({label}) and PyTorch {pr['torch']} paired in one process\n")
+        print(f"Both step in one Python process (nestla through ctypes, std::vector tensors), in rotation: "
+              f"{pr['rotations']} rotations of {pr['block']} steps per member. ms per step: median over rotations "
+              f"(fastest block in parentheses). speed-up: torch's time over nestla's, median of the per-rotation "
+              f"ratios, for torch's fastest CPU variant of that optimizer (median time). Load average "
+              f"(1/5/15 min): {load}.\n")
+        print("| optimizer | set | threads | nestla ms/step | torch variants ms/step (torch / nestla) | "
+              "fastest torch | speed-up |")
+        print("|---|---|---|---|---|---|---|")
+        for r in pr["results"]:
+            m = r["members"]
+            n = m["nestla"]
+            torch_m = {k: v for k, v in m.items() if k != "nestla"}
+            cells = "; ".join(f"{k} {v['s_per_step'] * 1e3:.2f} ({v['ratio_to_nestla']:.2f}x)" for k, v in torch_m.items())
+            fastest = min(torch_m, key=lambda k: torch_m[k]["s_per_step"])
+            f = torch_m[fastest]
+            best = f["best_s_per_step"] / n["best_s_per_step"]
+            print(f"| {r['optimizer']} | {r['set']} | {r['threads']} | {n['s_per_step'] * 1e3:.2f} "
+                  f"({n['best_s_per_step'] * 1e3:.2f}) | {cells} | {fastest} | "
+                  f"{f['ratio_to_nestla']:.2f}x ({best:.2f}x) |")
+        print()
+    # --- end of paired with torch.optim ---
 
     print("### Goals\n")
     print("| goal | flavour | case | value | met |")

@@ -4,6 +4,7 @@
 #   benchmarks/run.sh                      everything (about 30 minutes on the 2-core development machine)
 #   REPS=3 FILTER='steps/Adam' TORCH_FILTER='Adam' benchmarks/run.sh   a part, fewer repetitions
 #   TORCH_PYTHONS='/usr/bin/python3 /tmp/venv/bin/python' benchmarks/run.sh   more than one PyTorch
+#   PAIRED=0 benchmarks/run.sh             without the paired nestla/torch runs (PAIRED_FILTER=Rprop: only some)
 #
 # Output: $OUT (default build-bench-results/ in the repository) holds the JSON and tables.md.
 set -euo pipefail
@@ -53,9 +54,28 @@ for py in $torch_pythons; do
   torch_args+=(--torch "$out/torch-$i.json")
 done
 
+# --- nestla and torch.optim paired in one process (torch_paired_bench.py): both flavours, every Python ---
+paired_args=()
+if [ -n "${PAIRED:-1}" ] && [ "${PAIRED:-1}" != 0 ]; then
+  for flavour in O3-native O2; do
+    build=$out/build-$flavour
+    cmake --build "$build" --target nestla_steps -j"$jobs" >/dev/null
+    i=0
+    for py in $torch_pythons; do
+      "$py" -c 'import torch' 2>/dev/null || continue
+      i=$((i + 1))
+      echo "== torch_paired_bench.py with $py, nestla $flavour" >&2
+      GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$py" "$here/torch_paired_bench.py" --lib "$build/benchmarks/libnestla_steps.so" \
+        --shapes "$here/resnet18_shapes.txt" --filter "${PAIRED_FILTER:-}" --out "$out/paired-$flavour-$i.json"
+      paired_args+=(--paired "$flavour (${flags[$flavour]})=$out/paired-$flavour-$i.json")
+    done
+  done
+fi
+# --- end of paired ---
+
 {
   echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores;" \
     "compiler: $(${CXX:-c++} --version | head -1); command: benchmarks/run.sh (REPS=$reps MIN_TIME=$min_time)"
   echo
-  python3 "$here/report.py" "${flavour_args[@]}" "${torch_args[@]}"
+  python3 "$here/report.py" "${flavour_args[@]}" "${torch_args[@]}" "${paired_args[@]}"
 } | tee "$out/tables.md"
