@@ -19,6 +19,13 @@ reference's first moment is RMSprop's state['momentum_buffer'] (nestla's
 rmsprop_rule::first_moment); the other three have none, so they run with the
 keep policy only.
 
+Bits: PyTorch 2.15's float64 square root on the CPU is not always correctly
+rounded (about 1% of inputs differ from the correctly rounded result in the
+last bit; PyTorch 1.13's is exact), so nestla, whose sqrt is, agrees with these
+trajectories to ~1e-15, not bit for bit. Run with Debian's PyTorch 1.13
+(/usr/bin/python3) into a scratch copy, the same cases agree bit for bit except
+centered RMSprop, whose grad_avg 1.13 updates with mul/add instead of lerp.
+
 JSON schema: {"generator": str, "torch": str, "cases": [case, ...]} where a
 case is as in tools/make_golden.py, with
     "optimizer": "adagrad" | "rmsprop" | "adadelta" | "rprop",

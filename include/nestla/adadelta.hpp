@@ -34,11 +34,9 @@ namespace detail {
 template <class T>
 struct adadelta_update {
   T rho, one_minus_rho, eps, wd, neg_lr;
-  bool maximize = false;
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (wd != T(0)) g = g + V(wd) * p;
     V& v = s[0];
     V& u = s[1];
@@ -78,7 +76,7 @@ struct adadelta_rule {
 
   template <class T>
   static update<T> prepare(const options& o, const step_context& c) {
-    return {T(o.rho), T(1 - o.rho), T(o.eps), T(c.weight_decay), T(-c.lr), o.maximize};
+    return {T(o.rho), T(1 - o.rho), T(o.eps), T(c.weight_decay), T(-c.lr)};
   }
 };
 

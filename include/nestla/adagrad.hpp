@@ -30,12 +30,10 @@ namespace detail {
 template <class T>
 struct adagrad_update {
   T neg_clr, wd, initial, eps;
-  bool maximize = false;
   bool fresh = false;  // the sum was just created: it starts at initial_accumulator_value
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (wd != T(0)) g = g + V(wd) * p;
     V& sum = s[0];
     if (fresh) sum = V(initial);
@@ -79,7 +77,7 @@ struct adagrad_rule {
   template <class T>
   static update<T> prepare(const options& o, const step_context& c) {
     const double clr = c.lr / (1 + static_cast<double>(c.t - 1) * o.lr_decay);
-    return {T(-clr), T(c.weight_decay), T(o.initial_accumulator_value), T(o.eps), o.maximize, c.is_fresh(0)};
+    return {T(-clr), T(c.weight_decay), T(o.initial_accumulator_value), T(o.eps), c.is_fresh(0)};
   }
 };
 

@@ -42,11 +42,9 @@ struct rmsprop_update {
   T alpha, one_minus_alpha, eps, wd, mu, neg_lr;
   T w, one_minus_w;   // torch's lerp of grad_avg towards g by w = 1 - alpha
   bool w_small = true;  // |w| < 0.5: lerp's form a + w (b - a), else b - (b - a) (1 - w)
-  bool maximize = false;
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (wd != T(0)) g = g + V(wd) * p;
     V& v = s[0];
     v = v * V(alpha) + V(one_minus_alpha) * g * g;
@@ -117,7 +115,6 @@ struct rmsprop_rule {
       op.w = w;
       op.one_minus_w = T(1) - w;
       op.w_small = small;
-      op.maximize = o.maximize;
       return update<T>(op);
     };
     const bool m = o.momentum > 0;

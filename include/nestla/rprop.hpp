@@ -38,12 +38,10 @@ namespace detail {
 template <class T>
 struct rprop_update {
   T lr, etaminus, etaplus, step_min, step_max;
-  bool maximize = false;
   bool fresh = false;  // the step sizes were just created: they start at lr
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     V& prev = s[0];
     V& step = s[1];
     if (fresh) step = V(lr);
@@ -92,7 +90,7 @@ struct rprop_rule {
   // state initialization does.
   template <class T>
   static update<T> prepare(const options& o, const step_context& c) {
-    return {T(c.lr), T(o.etaminus), T(o.etaplus), T(o.step_size_min), T(o.step_size_max), o.maximize, c.is_fresh(1)};
+    return {T(c.lr), T(o.etaminus), T(o.etaplus), T(o.step_size_min), T(o.step_size_max), c.is_fresh(1)};
   }
 };
 
