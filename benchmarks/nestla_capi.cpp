@@ -6,7 +6,7 @@
 //   nestla_bench_names()                the registered names, comma-separated
 //
 // Every optimizer runs with the options torch_optim_bench.py gives torch's
-// (lr 1e-3, otherwise the defaults; SGD with momentum 0.9; Ranger's RAdam
+// (lr 1e-3, otherwise the defaults; SGD with momentum 0.9; RMSprop-mc with momentum 0.9, centered; Ranger's RAdam
 // options and k = 6). To add one: a line in `registry` below and its torch
 // counterpart in torch_optim_bench.py's PAIRED list.
 #include <nestla/nestla.hpp>
@@ -63,6 +63,11 @@ const std::vector<std::pair<std::string, factory>>& registry() {
       {"Adamax", make([] { return nestla::Adamax<float>({.lr = 1e-3}); })},
       {"Lion", make([] { return nestla::Lion<float>({.lr = 1e-3}); })},
       {"Ranger", make([] { return nestla::ranger<float>({.lr = 1e-3}); })},
+      {"Adagrad", make([] { return nestla::Adagrad<float>({.lr = 1e-3}); })},
+      {"RMSprop", make([] { return nestla::RMSprop<float>({.lr = 1e-3}); })},
+      {"RMSprop-mc", make([] { return nestla::RMSprop<float>({.lr = 1e-3, .momentum = 0.9, .centered = true}); })},
+      {"Adadelta", make([] { return nestla::Adadelta<float>({.lr = 1e-3}); })},
+      {"Rprop", make([] { return nestla::Rprop<float>({.lr = 1e-3}); })},
   };
   return r;
 }

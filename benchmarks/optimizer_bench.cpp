@@ -27,6 +27,7 @@
 #include <variant>
 #include <vector>
 
+#include "filler.hpp"
 #include "roofline.hpp"
 
 #ifndef NESTLA_BENCH_SHAPES
@@ -62,17 +63,7 @@ std::vector<Shape> resnet18_shapes() {
 
 constexpr std::size_t resnet18_numel = 11173962;
 
-// Deterministic values that keep Adam's and SGD's state normal (no denormals,
-// which would cost microcode assists and measure something else).
-struct filler {
-  std::uint64_t s = 0x9E3779B97F4A7C15ull;
-  float next(float lo, float hi) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    const float u = static_cast<float>(s >> 40) / static_cast<float>(1 << 24);
-    const float x = lo + (hi - lo) * u;
-    return (s >> 20) & 1 ? x : -x;
-  }
-};
+using bench::filler;
 
 // --- containers: how each kind makes a tensor of a given shape ---------------
 struct vector_kind {
@@ -127,6 +118,20 @@ nestla::NAdam<float> make_nadam() { return nestla::NAdam<float>({.lr = 1e-3}); }
 nestla::Adamax<float> make_adamax() { return nestla::Adamax<float>({.lr = 1e-3}); }
 nestla::Lion<float> make_lion() { return nestla::Lion<float>({.lr = 1e-3}); }
 nestla::Ranger<float> make_ranger() { return nestla::ranger<float>({.lr = 1e-3}); }
+
+// --- Adagrad, RMSprop, Adadelta, Rprop: torch.optim's defaults ------------------
+// Bytes each must move per element (floats; a read and a write of p and of
+// each state it uses, a read of g): Adagrad 20 (sum), RMSprop 20 (square_avg),
+// RMSprop with momentum and centered 36 (+ momentum_buffer, grad_avg),
+// Adadelta 28 (square_avg, acc_delta), Rprop 28 (prev, step_size).
+nestla::Adagrad<float> make_adagrad() { return nestla::Adagrad<float>({.lr = 1e-2}); }
+nestla::RMSprop<float> make_rmsprop() { return nestla::RMSprop<float>({.lr = 1e-2}); }
+nestla::RMSprop<float> make_rmsprop_mc() {
+  return nestla::RMSprop<float>({.lr = 1e-2, .momentum = 0.9, .centered = true});
+}
+nestla::Adadelta<float> make_adadelta() { return nestla::Adadelta<float>({.lr = 1.0}); }
+nestla::Rprop<float> make_rprop() { return nestla::Rprop<float>({.lr = 1e-2}); }
+// --- end of Adagrad, RMSprop, Adadelta, Rprop -------------------------------------
 
 constexpr int lookahead_k = 5;
 template <int D, class Base>
@@ -508,6 +513,13 @@ void register_all() {
       spec("LA1-SGD", 20, 1, [] { return make_nested<1>(make_sgd()); }),
       spec("LA2-SGD", 20, 2, [] { return make_nested<2>(make_sgd()); }),
       spec("LA3-SGD", 20, 3, [] { return make_nested<3>(make_sgd()); }),
+      // Adagrad, RMSprop, Adadelta, Rprop (bytes: see make_adagrad)
+      spec("Adagrad", 20, 0, make_adagrad),
+      spec("RMSprop", 20, 0, make_rmsprop),
+      spec("RMSprop-mc", 36, 0, make_rmsprop_mc),
+      spec("Adadelta", 28, 0, make_adadelta),
+      spec("Rprop", 28, 0, make_rprop),
+      spec("LA1-RMSprop-mc", 36, 1, [] { return make_nested<1>(make_rmsprop_mc()); }),
   };
   struct set_spec {
     const char* name;

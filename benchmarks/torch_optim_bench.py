@@ -175,6 +175,11 @@ PAIRED = [
     ("Adamax", 1, lambda: torch_variants(torch.optim.Adamax)),
     ("Lion", 1, lambda: [("lion-pytorch (per tensor)", LionPerTensor), ("foreach (as timm)", LionForeach)]),
     ("Ranger", 6, ranger_variants),
+    ("Adagrad", 1, lambda: torch_variants(torch.optim.Adagrad)),
+    ("RMSprop", 1, lambda: torch_variants(torch.optim.RMSprop)),
+    ("RMSprop-mc", 1, lambda: torch_variants(torch.optim.RMSprop, momentum=0.9, centered=True)),
+    ("Adadelta", 1, lambda: torch_variants(torch.optim.Adadelta)),
+    ("Rprop", 1, lambda: torch_variants(torch.optim.Rprop)),
 ]
 
 

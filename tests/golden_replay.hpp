@@ -117,12 +117,20 @@ Result run(Opt& opt, const json& c) {
   return r;
 }
 
-// The case's Lookahead levels (innermost first) around `base`, depth 0 to 3.
-// Depth 1 is a plain Lookahead; depth >= 2 goes through nestla::nested<N>;
-// with `composed`, depth 2 is built by hand as Lookahead(Lookahead(base))
-// instead, which must behave identically.
+// The case's parameter groups ("groups": tensors with their own lr and
+// weight_decay) on `base`, then its Lookahead levels (innermost first) around
+// it, depth 0 to 3. Depth 1 is a plain Lookahead; depth >= 2 goes through
+// nestla::nested<N>; with `composed`, depth 2 is built by hand as
+// Lookahead(Lookahead(base)) instead, which must behave identically.
 template <class Base>
 Result run_nested(Base base, const json& c, bool composed = false) {
+  if (c.contains("groups"))
+    for (const auto& g : c.at("groups")) {
+      nestla::GroupOptions o;
+      if (g.contains("lr")) o.lr = g.at("lr").get<double>();
+      if (g.contains("weight_decay")) o.weight_decay = g.at("weight_decay").get<double>();
+      base.add_param_group(g.at("tensors").get<std::vector<std::size_t>>(), o);
+    }
   const auto& lv = c.at("lookahead");
   switch (lv.size()) {
     case 0:

@@ -24,16 +24,6 @@ const json& cases() { return data().at("cases"); }
 
 std::array<double, 2> betas(const json& o) { return o.at("betas").get<std::array<double, 2>>(); }
 
-// The case's param groups, on the base optimizer.
-template <class Base>
-Base grouped(Base base, const json& c) {
-  if (c.contains("groups"))
-    for (const auto& g : c.at("groups"))
-      base.add_param_group(g.at("tensors").get<std::vector<std::size_t>>(),
-                           {.lr = g.at("lr").get<double>(), .weight_decay = g.at("weight_decay").get<double>()});
-  return base;
-}
-
 golden::Result run_case(const json& c) {
   const std::string kind = c.at("optimizer").get<std::string>();
   const auto& o = c.at("options");
@@ -46,7 +36,7 @@ golden::Result run_case(const json& c) {
                                     .weight_decay = wd,
                                     .decoupled_weight_decay = o.at("decoupled_weight_decay").get<bool>(),
                                     .maximize = o.at("maximize").get<bool>()};
-    return golden::run_nested(grouped(nestla::RAdam<double>(opts), c), c);
+    return golden::run_nested(nestla::RAdam<double>(opts), c);
   }
   if (kind == "nadam") {
     const nestla::NAdamOptions opts{.lr = lr,
@@ -57,7 +47,7 @@ golden::Result run_case(const json& c) {
                                     .momentum_decay = o.at("momentum_decay").get<double>(),
                                     .decoupled_weight_decay = o.at("decoupled_weight_decay").get<bool>(),
                                     .maximize = o.at("maximize").get<bool>()};
-    return golden::run_nested(grouped(nestla::NAdam<double>(opts), c), c);
+    return golden::run_nested(nestla::NAdam<double>(opts), c);
   }
   if (kind == "adamax") {
     const nestla::AdamaxOptions opts{.lr = lr,
@@ -66,11 +56,11 @@ golden::Result run_case(const json& c) {
                                      .eps = o.at("eps").get<double>(),
                                      .weight_decay = wd,
                                      .maximize = o.at("maximize").get<bool>()};
-    return golden::run_nested(grouped(nestla::Adamax<double>(opts), c), c);
+    return golden::run_nested(nestla::Adamax<double>(opts), c);
   }
   if (kind == "lion") {
     const nestla::LionOptions opts{.lr = lr, .beta1 = betas(o)[0], .beta2 = betas(o)[1], .weight_decay = wd};
-    return golden::run_nested(grouped(nestla::Lion<double>(opts), c), c);
+    return golden::run_nested(nestla::Lion<double>(opts), c);
   }
   if (kind == "ranger") {
     // Ranger is a Lookahead already: the case has no further levels.

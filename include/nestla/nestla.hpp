@@ -10,6 +10,8 @@
 #define NESTLA_VERSION_MINOR 1
 #define NESTLA_VERSION_PATCH 0
 
+#include "nestla/adadelta.hpp"
+#include "nestla/adagrad.hpp"
 #include "nestla/adam.hpp"
 #include "nestla/adamax.hpp"
 #include "nestla/backend/host.hpp"
@@ -22,6 +24,8 @@
 #include "nestla/parameter_set.hpp"
 #include "nestla/radam.hpp"
 #include "nestla/ranger.hpp"
+#include "nestla/rmsprop.hpp"
+#include "nestla/rprop.hpp"
 #include "nestla/schedule.hpp"
 #include "nestla/sgd.hpp"
 #include "nestla/step_plan.hpp"

@@ -241,6 +241,33 @@ TEST_CASE("RAdam, NAdam, Adamax and Lion on the GPU match the host at every dept
   check_all_depths("Lion", nestla::Lion<float>(l), nestla::Lion<float, Dev>(l));
 }
 
+// --- Adagrad, RMSprop, Adadelta, Rprop ---------------------------------------
+namespace {
+// A base without a first moment: the keep policy (the only one that applies) at every depth.
+template <class HostBase, class DevBase>
+void check_keep_depths(const char* name, HostBase hb, DevBase db) {
+  const auto lv = levels_for(Momentum::keep, Momentum::keep, Momentum::keep);
+  check_depth<0>(name, hb, db, lv, "-", true);
+  check_depth<1>(name, hb, db, lv, "keep", false);
+  check_depth<2>(name, hb, db, lv, "keep", false);
+  check_depth<3>(name, hb, db, lv, "keep", true);
+}
+}  // namespace
+
+TEST_CASE("Adagrad, RMSprop, Adadelta and Rprop on the GPU match the host") {
+  const nestla::AdagradOptions a{.lr = 0.05, .lr_decay = 0.01, .weight_decay = 1e-3, .initial_accumulator_value = 0.1};
+  check_keep_depths("Adagrad", nestla::Adagrad<float>(a), nestla::Adagrad<float, Dev>(a));
+  const nestla::AdadeltaOptions d{.lr = 0.5, .rho = 0.8, .weight_decay = 1e-3};
+  check_keep_depths("Adadelta", nestla::Adadelta<float>(d), nestla::Adadelta<float, Dev>(d));
+  const nestla::RpropOptions r{.lr = 0.02, .etaminus = 0.4, .etaplus = 1.3, .step_size_min = 1e-3, .step_size_max = 0.1};
+  check_keep_depths("Rprop", nestla::Rprop<float>(r), nestla::Rprop<float, Dev>(r));
+  const nestla::RMSpropOptions c{.lr = 0.01, .centered = true};
+  check_keep_depths("RMSprop centered", nestla::RMSprop<float>(c), nestla::RMSprop<float, Dev>(c));
+  const nestla::RMSpropOptions m{.lr = 0.01, .alpha = 0.3, .weight_decay = 1e-3, .momentum = 0.9, .centered = true};
+  check_all_depths("RMSprop momentum centered", nestla::RMSprop<float>(m), nestla::RMSprop<float, Dev>(m));
+}
+// --- end of Adagrad, RMSprop, Adadelta, Rprop ------------------------------------
+
 TEST_CASE("float64 on the GPU matches the host") {
   auto h = nestla::nested<2>(nestla::Adam<double>({.lr = 1e-2, .amsgrad = true}),
                              {{.k = 2, .momentum = Momentum::pullback}, {.k = 3, .momentum = Momentum::reset}});

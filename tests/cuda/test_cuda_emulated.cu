@@ -97,7 +97,8 @@ void run_and_compare(H& h, E& e, twin_set<float>& set, int steps) {
 }
 
 template <int D, class HB, class EB>
-void check_depth(const char* name, HB hb, EB eb, const std::array<LookaheadOptions, 3>& lv, bool groups) {
+void check_depth(const char* name, HB hb, EB eb, const std::array<LookaheadOptions, 3>& lv, bool groups,
+                 nestla::GroupOptions group = {.lr = 0.002, .weight_decay = 0.5}) {
   auto make = [&](auto base) {
     if constexpr (D == 0) return base;
     else return nestla::nested<D>(base, std::span<const LookaheadOptions>(lv.data(), D));
@@ -105,8 +106,8 @@ void check_depth(const char* name, HB hb, EB eb, const std::array<LookaheadOptio
   auto h = make(hb);
   auto e = make(eb);
   if (groups) {
-    h.base().add_param_group({0, 9}, {.lr = 0.002, .weight_decay = 0.5});
-    e.base().add_param_group({0, 9}, {.lr = 0.002, .weight_decay = 0.5});
+    h.base().add_param_group({0, 9}, group);
+    e.base().add_param_group({0, 9}, group);
   }
   twin_set<float> set(sizes, 3 + D);
   INFO(name, " at depth ", D, ", policies ", nestla::to_string(lv[0].momentum), "/", nestla::to_string(lv[1].momentum),
@@ -165,6 +166,39 @@ TEST_CASE("emulated kernels: RAdam, NAdam, Adamax and Lion at every depth and po
   const nestla::LionOptions l{.lr = 1e-3, .weight_decay = 0.1};
   check_all("Lion", nestla::Lion<float>(l), nestla::Lion<float, Emu>(l));
 }
+
+// --- Adagrad, RMSprop, Adadelta, Rprop ---------------------------------------
+namespace {
+// A base without a first moment: every depth with the keep policy (the only
+// one that applies), a parameter group at depths 0 and 3.
+template <class HB, class EB>
+void check_keep(const char* name, HB hb, EB eb, nestla::GroupOptions group) {
+  const std::array<LookaheadOptions, 3> lv{LookaheadOptions{.k = 3, .alpha = 0.5}, LookaheadOptions{.k = 2, .alpha = 0.8},
+                                           LookaheadOptions{.k = 2, .alpha = 0.6}};
+  check_depth<0>(name, hb, eb, lv, true, group);
+  check_depth<1>(name, hb, eb, lv, false, group);
+  check_depth<2>(name, hb, eb, lv, false, group);
+  check_depth<3>(name, hb, eb, lv, true, group);
+}
+}  // namespace
+
+TEST_CASE("emulated kernels: Adagrad, RMSprop, Adadelta and Rprop, bit for bit") {
+  const nestla::GroupOptions with_wd{.lr = 0.002, .weight_decay = 0.5};
+  const nestla::AdagradOptions a{.lr = 0.05, .lr_decay = 0.01, .weight_decay = 1e-3, .initial_accumulator_value = 0.1};
+  check_keep("Adagrad", nestla::Adagrad<float>(a), nestla::Adagrad<float, Emu>(a), with_wd);
+  const nestla::AdadeltaOptions d{.lr = 0.5, .rho = 0.8, .weight_decay = 1e-3, .maximize = true};
+  check_keep("Adadelta", nestla::Adadelta<float>(d), nestla::Adadelta<float, Emu>(d), with_wd);
+  const nestla::RpropOptions r{.lr = 0.02, .etaminus = 0.4, .etaplus = 1.3, .step_size_min = 1e-3, .step_size_max = 0.1};
+  check_keep("Rprop", nestla::Rprop<float>(r), nestla::Rprop<float, Emu>(r), {.lr = 0.002});
+  const nestla::RMSpropOptions plain{.lr = 0.01, .centered = true};
+  check_keep("RMSprop centered", nestla::RMSprop<float>(plain), nestla::RMSprop<float, Emu>(plain), with_wd);
+  // With momentum its buffer is the first moment: every policy.
+  const nestla::RMSpropOptions m{.lr = 0.01, .alpha = 0.9, .weight_decay = 1e-3, .momentum = 0.9};
+  check_all("RMSprop momentum", nestla::RMSprop<float>(m), nestla::RMSprop<float, Emu>(m));
+  const nestla::RMSpropOptions mc{.lr = 0.01, .alpha = 0.3, .momentum = 0.5, .centered = true, .maximize = true};
+  check_all("RMSprop momentum centered", nestla::RMSprop<float>(mc), nestla::RMSprop<float, Emu>(mc));
+}
+// --- end of Adagrad, RMSprop, Adadelta, Rprop ------------------------------------
 
 TEST_CASE("emulated kernels: misaligned pointers, every tier, odd chunking") {
   for (auto [ps, gs] : {std::pair<std::size_t, std::size_t>{1, 0}, {0, 3}, {2, 2}, {4, 8}}) {
