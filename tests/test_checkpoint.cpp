@@ -94,7 +94,8 @@ TEST_CASE("damaged and mismatched checkpoints are rejected and change nothing") 
   };
 
   SUBCASE("truncated") {
-    rejects(opt, good.substr(0, good.size() / 2), "checksum");
+    rejects(opt, good.substr(0, good.size() / 2), "truncated while reading");
+    rejects(opt, good.substr(0, good.size() - 1), "truncated while reading 'checksum'");
     rejects(opt, good.substr(0, 3), "truncated");
     rejects(opt, "", "empty");
   }

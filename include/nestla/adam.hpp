@@ -135,7 +135,7 @@ class AdamFamily : public BaseOptimizer<AdamFamily<T, Decoupled, Backend>, T, Ba
     o.beta2 = r.get<double>("beta2");
     o.eps = r.get<double>("eps");
     o.weight_decay = r.get<double>("weight_decay");
-    o.amsgrad = r.get<std::uint8_t>("amsgrad") != 0;
+    o.amsgrad = r.get_flag("amsgrad");
     try {
       detail::validate_adam(o, name());
     } catch (const invalid_option& e) {
@@ -148,7 +148,9 @@ class AdamFamily : public BaseOptimizer<AdamFamily<T, Decoupled, Backend>, T, Ba
     if (!this->initialized()) return;
     m_ = this->read_buffer(r, "exp_avg");
     v_ = this->read_buffer(r, "exp_avg_sq");
-    if (r.get<std::uint8_t>("has max_exp_avg_sq")) vmax_ = this->read_buffer(r, "max_exp_avg_sq");
+    // Invariant: max_exp_avg_sq exists whenever amsgrad is on (set_options adds
+    // it, never removes it). m and v exist from the first step.
+    if (r.get_flag("has max_exp_avg_sq")) vmax_ = this->read_buffer(r, "max_exp_avg_sq");
     else if (opts_.amsgrad) r.error("amsgrad is on but max_exp_avg_sq is missing");
   }
 

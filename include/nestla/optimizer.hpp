@@ -1,10 +1,13 @@
 // Machinery every base optimizer shares: binding a parameter set, parameter groups, the step driver, checkpoints.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <istream>
+#include <new>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -13,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "nestla/detail/checked.hpp"
 #include "nestla/detail/checkpoint_io.hpp"
 #include "nestla/error.hpp"
 #include "nestla/parameter_set.hpp"
@@ -78,12 +82,85 @@ void write_state_buffer(checkpoint_writer& w, const Buffer& b, const Layout& l) 
   for (std::size_t i = 0; i < l.count(); ++i)
     Backend::download(w.put_array_slot<T>(l.sizes[i]), b.data() + l.offsets[i], l.sizes[i]);
 }
+// The stream must deliver every segment before the buffer is allocated: a
+// file can declare sizes it does not hold.
 template <class Backend, class T>
 typename Backend::template buffer<T> read_state_buffer(checkpoint_reader& r, const Layout& l, const char* field) {
+  std::size_t bytes = 0;
+  for (auto n : l.sizes) {  // each segment: its count, then its values
+    if (mul_overflows(n, sizeof(T)) || add_overflows(n * sizeof(T), sizeof(std::uint64_t)) ||
+        add_overflows(bytes, n * sizeof(T) + sizeof(std::uint64_t)))
+      r.error(concat("field '", field, "': the tensor sizes exceed any possible file"));
+    bytes += n * sizeof(T) + sizeof(std::uint64_t);
+  }
+  r.prefetch(bytes, field);
   typename Backend::template buffer<T> b(l.total);
   for (std::size_t i = 0; i < l.count(); ++i)
     Backend::upload(b.data() + l.offsets[i], r.get_array<T>(l.sizes[i], field), l.sizes[i]);
   return b;
+}
+
+// --- what a checkpoint may declare ----------------------------------------
+// Every check below is one invariant that stepping and the setters keep, so a
+// checkpoint the writer produced always passes, and a crafted one that breaks
+// it is refused before anything is committed.
+
+// Plausibility bounds (a real run never comes near them).
+inline constexpr std::uint64_t max_checkpoint_tensors = std::uint64_t(1) << 24;
+inline constexpr std::uint64_t max_checkpoint_groups = std::uint64_t(1) << 20;
+inline constexpr std::uint64_t max_checkpoint_group_size = std::uint64_t(1) << 24;
+// Step, skip and sync counters. Beyond 2^53 a step count is no longer exact in
+// the double arithmetic of the bias corrections, and t + 1 could wrap.
+inline constexpr std::uint64_t max_checkpoint_count = std::uint64_t(1) << 53;
+
+inline void check_count_plausible(checkpoint_reader& r, std::uint64_t v, const char* field) {
+  if (v > max_checkpoint_count) r.error(concat("field '", field, "' = ", v, " is implausible (more than 2^53)"));
+}
+
+// A group option: a presence flag, then the value, which is 0 when absent.
+inline std::optional<double> read_optional_option(checkpoint_reader& r, const char* flag_field, const char* value_field) {
+  const bool set = r.get_flag(flag_field);
+  const double v = r.get<double>(value_field);
+  if (set) return v;
+  if (std::bit_cast<std::uint64_t>(v) != 0) r.error(concat("field '", value_field, "' is set but its flag is not"));
+  return std::nullopt;
+}
+
+inline std::vector<ParamGroup> read_param_groups(checkpoint_reader& r) {
+  const auto ngroups = r.get<std::uint64_t>("group count");
+  if (ngroups > max_checkpoint_groups) r.error(concat("group count ", ngroups, " is implausible (more than 2^20)"));
+  std::vector<ParamGroup> groups;
+  for (std::uint64_t g = 0; g < ngroups; ++g) {
+    ParamGroup pg;
+    const auto n = r.get<std::uint64_t>("group size");
+    if (n > max_checkpoint_group_size) r.error(concat("group ", g, " size ", n, " is implausible (more than 2^24)"));
+    for (std::uint64_t i = 0; i < n; ++i) pg.tensors.push_back(r.get<std::uint64_t>("group tensor"));
+    pg.options.lr = read_optional_option(r, "group lr flag", "group lr");
+    pg.options.weight_decay = read_optional_option(r, "group weight_decay flag", "group weight_decay");
+    try {
+      validate_group(pg.options, "checkpoint");
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    groups.push_back(std::move(pg));
+  }
+  return groups;
+}
+
+// Groups are disjoint and list each tensor once (as add_param_group demands);
+// the range of their indices is checked against the layout by map_groups.
+inline void check_groups_disjoint(checkpoint_reader& r, const std::vector<ParamGroup>& groups) {
+  std::vector<std::pair<std::size_t, std::size_t>> seen;  // (tensor, group)
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (auto t : groups[g].tensors) seen.emplace_back(t, g);
+  std::sort(seen.begin(), seen.end());
+  for (std::size_t i = 1; i < seen.size(); ++i)
+    if (seen[i].first == seen[i - 1].first) {
+      if (seen[i].second == seen[i - 1].second)
+        r.error(concat("field 'group tensor': tensor ", seen[i].first, " is listed twice in group ", seen[i].second));
+      r.error(concat("field 'group tensor': tensor ", seen[i].first, " is in groups ", seen[i - 1].second, " and ",
+                     seen[i].second));
+    }
 }
 
 }  // namespace detail
@@ -167,7 +244,9 @@ class BaseOptimizer {
   const Layout& layout() const noexcept { return layout_; }
 
   void save(std::ostream& os) const;
-  void load(std::istream& is);
+  // Reads one checkpoint record and leaves the stream after it. Any input is
+  // safe (see load_checkpoint); max_bytes bounds how much is read.
+  void load(std::istream& is, std::uint64_t max_bytes = detail::checkpoint_reader::unlimited);
 
   // --- protocol between the levels of a nested optimizer (not for users) ----
   bool plan_step(StepPlan<T>&) { return true; }
@@ -219,26 +298,13 @@ class BaseOptimizer {
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
     t_ = r.get<std::uint64_t>("step count");
+    detail::check_count_plausible(r, t_, "step count");
+    // No step before the state exists (a skipped step changes neither).
+    if (!l && t_ != 0) r.error(detail::concat("field 'step count' is ", t_, " in a checkpoint taken before the first step"));
     skipped_ = r.get<std::uint64_t>("skipped steps");
-    const auto ngroups = r.get<std::uint64_t>("group count");
-    if (ngroups > (std::uint64_t(1) << 20)) r.error("implausible group count");
-    groups_.clear();
-    for (std::uint64_t g = 0; g < ngroups; ++g) {
-      ParamGroup pg;
-      const auto n = r.get<std::uint64_t>("group size");
-      if (n > (std::uint64_t(1) << 24)) r.error("implausible group size");
-      for (std::uint64_t i = 0; i < n; ++i) pg.tensors.push_back(r.get<std::uint64_t>("group tensor"));
-      if (r.get<std::uint8_t>("group lr flag")) pg.options.lr = r.get<double>("group lr");
-      else r.get<double>("group lr");
-      if (r.get<std::uint8_t>("group weight_decay flag")) pg.options.weight_decay = r.get<double>("group weight_decay");
-      else r.get<double>("group weight_decay");
-      try {
-        detail::validate_group(pg.options, "checkpoint");
-      } catch (const invalid_option& e) {
-        r.error(e.what());
-      }
-      groups_.push_back(std::move(pg));
-    }
+    detail::check_count_plausible(r, skipped_, "skipped steps");
+    groups_ = detail::read_param_groups(r);
+    detail::check_groups_disjoint(r, groups_);
     if (l) {
       try {
         map_groups(l->count(), tensor_group_);
@@ -362,15 +428,14 @@ void save_checkpoint(const Top& top, std::ostream& os) {
   w.finish_to(os, "save");
 }
 
-// Parses into a copy and commits only when the whole checkpoint was read: a
-// bad checkpoint leaves the optimizer exactly as it was.
+// Everything before the levels' state: what the checkpoint is for, and the
+// tensor sizes, checked against this optimizer. Returns the layout when the
+// checkpoint was taken after the first step.
 template <class Top>
-void load_checkpoint(Top& top, std::istream& is) {
+std::optional<Layout> read_checkpoint_header(const Top& top, checkpoint_reader& r) {
   using T = typename Top::scalar_type;
-  checkpoint_reader r(is, "load");
   for (char c : checkpoint_magic)
     if (r.get<char>("magic") != c) r.error("not a nestla checkpoint (bad magic tag)");
-  if (!r.checksum_ok()) r.error("checksum mismatch: the checkpoint is damaged");
   if (auto v = r.get<std::uint32_t>("version"); v != checkpoint_version)
     r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", checkpoint_version, ")"));
   if (r.get<std::uint32_t>("byte order") != byte_order_mark) r.error("checkpoint written on a machine of other byte order");
@@ -380,9 +445,11 @@ void load_checkpoint(Top& top, std::istream& is) {
     r.error(concat("checkpoint has nesting depth ", d, ", this optimizer has ", Top::depth));
   if (auto s = r.get_string("scalar type"); s != scalar_name<T>())
     r.error(concat("checkpoint holds ", s, " state, this optimizer uses ", scalar_name<T>()));
-  const bool init = r.get<std::uint8_t>("initialized") != 0;
+  const bool init = r.get_flag("initialized");
   const auto count = r.get<std::uint64_t>("tensor count");
-  if (count > (std::uint64_t(1) << 24)) r.error("implausible tensor count");
+  if (count > max_checkpoint_tensors) r.error(concat("tensor count ", count, " is implausible (more than 2^24)"));
+  // The state, and with it the layout, is created by the first step.
+  if (!init && count != 0) r.error(concat("a checkpoint taken before the first step declares ", count, " tensors"));
   std::vector<std::size_t> sizes;
   for (std::uint64_t i = 0; i < count; ++i) sizes.push_back(r.get<std::uint64_t>("tensor size"));
   const auto& cur = top.base().layout();
@@ -394,12 +461,41 @@ void load_checkpoint(Top& top, std::istream& is) {
       if (sizes[i] != cur.sizes[i])
         r.error(concat("tensor ", i, " has ", sizes[i], " elements in the checkpoint, ", cur.sizes[i], " here"));
   }
+  if (!init) return std::nullopt;
+  try {
+    return Layout::of<T>(sizes);
+  } catch (const std::length_error&) {
+    r.error(concat("field 'tensor size': the ", count, " tensors of ", scalar_name<T>(),
+                   " need more memory than one allocation can hold"));
+  }
+}
+
+// Parses into a copy and commits only when the whole checkpoint was read and
+// its checksum matched: a bad checkpoint leaves the optimizer exactly as it
+// was. Nothing is allocated for a size before the stream has delivered the
+// bytes it declares; running out of memory is a checkpoint_error too.
+template <class Top>
+void load_checkpoint(Top& top, std::istream& is, std::uint64_t max_bytes = checkpoint_reader::unlimited) {
+  checkpoint_reader r(is, "load", max_bytes);
   std::optional<Layout> l;
-  if (init) l = Layout::of<T>(sizes);
-  Top staged(top);
-  staged.read_state(r, l);
-  if (!r.at_end()) r.error("trailing data after the optimizer state");
-  top = std::move(staged);
+  try {
+    l = read_checkpoint_header(top, r);
+  } catch (const std::bad_alloc&) {
+    r.error(concat("not enough memory to read field '", r.field(), "'"));
+  }
+  std::optional<Top> staged;
+  try {
+    staged.emplace(top);
+  } catch (const std::bad_alloc&) {
+    r.error("not enough memory for a copy of the optimizer to load into");
+  }
+  try {
+    staged->read_state(r, l);
+    r.finish();
+  } catch (const std::bad_alloc&) {
+    r.error(concat("not enough memory to read field '", r.field(), "'"));
+  }
+  top = std::move(*staged);
 }
 
 }  // namespace detail
@@ -469,8 +565,8 @@ void BaseOptimizer<Derived, T, Backend>::save(std::ostream& os) const {
 }
 
 template <class Derived, class T, class Backend>
-void BaseOptimizer<Derived, T, Backend>::load(std::istream& is) {
-  detail::load_checkpoint(base(), is);
+void BaseOptimizer<Derived, T, Backend>::load(std::istream& is, std::uint64_t max_bytes) {
+  detail::load_checkpoint(base(), is, max_bytes);
 }
 
 }  // namespace nestla

@@ -111,21 +111,22 @@ class SGD : public BaseOptimizer<SGD<T, Backend>, T, Backend> {
     o.momentum = r.get<double>("SGD momentum");
     o.dampening = r.get<double>("SGD dampening");
     o.weight_decay = r.get<double>("SGD weight_decay");
-    o.nesterov = r.get<std::uint8_t>("SGD nesterov") != 0;
+    o.nesterov = r.get_flag("SGD nesterov");
     try {
       detail::validate(o);
     } catch (const invalid_option& e) {
       r.error(e.what());
     }
     opts_ = o;
-    started_ = r.get<std::uint8_t>("SGD momentum started") != 0;
-    if (r.get<std::uint8_t>("SGD has buffer")) {
-      if (!this->initialized()) r.error("momentum buffer present in a checkpoint taken before the first step");
-      buf_ = this->read_buffer(r, "SGD momentum buffer");
-    } else {
-      buf_ = {};
-      if (this->initialized() && opts_.momentum != 0) r.error("SGD momentum buffer missing");
-    }
+    started_ = r.get_flag("SGD momentum started");
+    const bool has_buffer = r.get_flag("SGD has buffer");
+    // Invariants: the buffer exists from the first step when momentum is on
+    // (set_options adds it later, never removes it), and the first momentum
+    // step (started) happens only with the buffer there.
+    if (has_buffer && !this->initialized()) r.error("momentum buffer present in a checkpoint taken before the first step");
+    if (!has_buffer && this->initialized() && opts_.momentum != 0) r.error("SGD momentum buffer missing");
+    if (started_ && !has_buffer) r.error("field 'SGD momentum started' is set without a momentum buffer");
+    buf_ = has_buffer ? this->read_buffer(r, "SGD momentum buffer") : typename Backend::template buffer<T>();
   }
 
  private:
