@@ -22,33 +22,14 @@ namespace nestla_fuzz {
 // Where the loaders' files are written: one directory per process, removed at
 // exit. In memory (/dev/shm) where there is one: rewriting a file on ext4
 // waits for the disk (its truncate-then-write heuristic), 100 times slower.
-class scratch_dir {
- public:
-  scratch_dir() {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const fs::path base = fs::is_directory("/dev/shm", ec) && ::access("/dev/shm", W_OK) == 0
-                              ? fs::path("/dev/shm")
-                              : fs::temp_directory_path();
-    std::string pattern = (base / "nestla-fuzz-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) data_finding("fuzz", "mkdtemp failed for " + pattern);
-    path_ = pattern;
-  }
-  scratch_dir(const scratch_dir&) = delete;
-  scratch_dir& operator=(const scratch_dir&) = delete;
-  ~scratch_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+inline std::filesystem::path scratch_base() {
+  std::error_code ec;
+  if (std::filesystem::is_directory("/dev/shm", ec) && ::access("/dev/shm", W_OK) == 0) return "/dev/shm";
+  return std::filesystem::temp_directory_path();
+}
 
- private:
-  std::filesystem::path path_;
-};
-
-inline const scratch_dir& scratch() {
-  static const scratch_dir dir;
+inline const resnet18::testing::TempDir& scratch() {
+  static const resnet18::testing::TempDir dir(scratch_base());
   return dir;
 }
 
