@@ -19,6 +19,7 @@ fi
 specs=("$@")
 [ ${#specs[@]} -gt 0 ] || specs=(fuzz_checkpoint fuzz_cifar10 fuzz_idx)
 
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DNESTLA_BUILD_TESTS=OFF -DNESTLA_BUILD_EXAMPLES=OFF -DNESTLA_CUDA=OFF -DNESTLA_SANITIZE="address;undefined" >/dev/null
 grep -q "NESTLA_HAVE_LIBFUZZER:INTERNAL=1" "$build/CMakeCache.txt" ||
@@ -47,6 +48,6 @@ for spec in "${specs[@]}"; do
   [ "$rc" -eq 0 ] || status=1
   summary+=("$t: ${took} s, ${execs:-?} executions, ${cov:-no coverage line}, exit $rc, $findings finding files")
 done
-echo "campaign summary ($(date -u +%Y-%m-%dT%H:%MZ), $(git -C "$root" rev-parse --short HEAD)):"
+echo "campaign summary (finished $(date -u +%Y-%m-%dT%H:%MZ), built from $commit):"
 printf '  %s\n' "${summary[@]}"
 exit $status
