@@ -92,7 +92,7 @@ struct header_fields {
 crafted header(const header_fields& h) {
   crafted c;
   for (char ch : {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'}) c.put<char>(ch);
-  c.put<std::uint32_t>(1).put<std::uint32_t>(0x01020304u).str(h.type).put<std::uint32_t>(h.depth).str(h.scalar);
+  c.put<std::uint32_t>(2).put<std::uint32_t>(0x01020304u).str(h.type).put<std::uint32_t>(h.depth).str(h.scalar);
   c.u8(h.initialized).put<u64>(h.sizes.size());
   for (auto n : h.sizes) c.put<u64>(n);
   return c;
@@ -132,29 +132,38 @@ void counters(crafted& c, u64 t, u64 skipped = 0, const std::vector<group_fields
   }
 }
 
+// A base optimizer: its options, which states were never updated (fresh),
+// then per state a presence flag and, when present, the buffer.
 struct adam_fields {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, wd = 0;
-  unsigned amsgrad = 0;
+  unsigned amsgrad = 0, maximize = 0;
+  std::uint32_t fresh = 7;  // before the first step: all three
+  unsigned present = 0;     // bit k: states[k] is in the file
 };
+constexpr adam_fields adam_stepped{.fresh = 4, .present = 3};  // exp_avg and exp_avg_sq, no AMSGrad
+void adam_head(crafted& c, const adam_fields& f) {
+  c.put<double>(f.lr).put<double>(f.beta1).put<double>(f.beta2).put<double>(f.eps).put<double>(f.wd);
+  c.u8(f.amsgrad).u8(f.maximize).put<std::uint32_t>(f.fresh);
+}
 template <class T>
-void adam(crafted& c, const adam_fields& f, const std::vector<u64>* sizes = nullptr, unsigned has_vmax = 0) {
-  c.put<double>(f.lr).put<double>(f.beta1).put<double>(f.beta2).put<double>(f.eps).put<double>(f.wd).u8(f.amsgrad);
-  if (sizes) {
-    c.buffer<T>(*sizes);
-    c.buffer<T>(*sizes);
-    c.u8(has_vmax);
-    if (has_vmax) c.buffer<T>(*sizes);
+void adam(crafted& c, const adam_fields& f, const std::vector<u64>* sizes = nullptr) {
+  adam_head(c, f);
+  for (unsigned k = 0; k < 3; ++k) {
+    c.u8((f.present >> k) & 1u);
+    if (((f.present >> k) & 1u) && sizes) c.buffer<T>(*sizes);
   }
 }
 
 struct sgd_fields {
   double lr = 1e-3, momentum = 0, dampening = 0, wd = 0;
-  unsigned nesterov = 0, started = 0, has_buffer = 0;
+  unsigned nesterov = 0, maximize = 0;
+  std::uint32_t fresh = 1;
+  unsigned has_buffer = 0;
 };
 template <class T>
 void sgd(crafted& c, const sgd_fields& f, const std::vector<u64>* sizes = nullptr) {
   c.put<double>(f.lr).put<double>(f.momentum).put<double>(f.dampening).put<double>(f.wd);
-  c.u8(f.nesterov).u8(f.started).u8(f.has_buffer);
+  c.u8(f.nesterov).u8(f.maximize).put<std::uint32_t>(f.fresh).u8(f.has_buffer);
   if (f.has_buffer && sizes) c.buffer<T>(*sizes);
 }
 
@@ -229,7 +238,7 @@ TEST_CASE("the crafting helper writes what the library writes") {
   crafted s = header({.type = "Lookahead<SGD>", .depth = 1, .scalar = "float64", .initialized = 1, .sizes = sizes});
   level<double>(s, {.k = 3, .cycles = 1}, &sizes);
   counters(s, 1);
-  sgd<double>(s, {.lr = 0.1, .momentum = 0.9, .started = 1, .has_buffer = 1}, &sizes);
+  sgd<double>(s, {.lr = 0.1, .momentum = 0.9, .fresh = 0, .has_buffer = 1}, &sizes);
   CHECK(s.bytes() == bytes(stepped));
 }
 
@@ -251,7 +260,7 @@ TEST_CASE("tensor sizes near 2^62 whose padded total wraps are refused") {
   auto dbl = nestla::SGD<double>({.momentum = 0.9});
   crafted c = header({.type = "SGD", .scalar = "float64", .initialized = 1, .sizes = {u64(1) << 61, 8}});
   counters(c, 1);
-  sgd<double>(c, {.momentum = 0.9, .has_buffer = 1});
+  sgd<double>(c, {.momentum = 0.9, .fresh = 0, .has_buffer = 1});
   refused(dbl, c.bytes(), "field 'tensor size'");
 }
 
@@ -278,8 +287,8 @@ TEST_CASE("a huge tensor with no data is refused as truncated") {
   auto dbl = nestla::Adam<double>();
   crafted d = header({.scalar = "float64", .initialized = 1, .sizes = {u64(1) << 59}});
   counters(d, 1);
-  adam<double>(d, {});
-  d.put<u64>(u64(1) << 59);
+  adam_head(d, adam_stepped);
+  d.u8(1).put<u64>(u64(1) << 59);
   refused(dbl, d.bytes(), "truncated while reading 'exp_avg'");
 }
 
@@ -308,8 +317,8 @@ TEST_CASE("a file with some data declaring more allocates in proportion to what 
   const u64 declared = u64(1) << 32, present = u64(1) << 18;  // 1 MiB of floats
   crafted c = header({.initialized = 1, .sizes = {declared}});
   counters(c, 1);
-  adam<float>(c, {});
-  c.put<u64>(declared);
+  adam_head(c, adam_stepped);
+  c.u8(1).put<u64>(declared);
   for (u64 i = 0; i < present; ++i) c.put<float>(0.0f);
   buffers_made = 0;
   largest_request = 0;
@@ -362,7 +371,7 @@ TEST_CASE("one tensor in two groups, or twice in one, is refused") {
   auto with_groups = [&](const std::vector<group_fields>& groups) {
     crafted c = header({.initialized = 1, .sizes = sizes});
     counters(c, 1, 0, groups);
-    adam<float>(c, {}, &sizes);
+    adam<float>(c, adam_stepped, &sizes);
     return c.bytes();
   };
   refused(opt, with_groups({{.tensors = {0, 2}, .lr_set = 1, .lr = 0.1}, {.tensors = {1, 2}}}),
@@ -427,20 +436,30 @@ TEST_CASE("set_options with a smaller k keeps cycles below k and the same syncs"
 TEST_CASE("other broken invariants are refused, each naming its field") {
   auto opt = fresh_lookahead_adam();
   const std::vector<u64> sizes{3};
-  auto stepped = [&](level_fields lf, unsigned has_slow_m, adam_fields af, unsigned has_vmax, u64 t = 1) {
+  auto stepped = [&](level_fields lf, unsigned has_slow_m, adam_fields af, u64 t = 1) {
     crafted c = header({.type = "Lookahead<Adam>", .depth = 1, .initialized = 1, .sizes = sizes});
     level<float>(c, lf, &sizes, has_slow_m);
     counters(c, t);
-    adam<float>(c, af, &sizes, has_vmax);
+    adam<float>(c, af, &sizes);
     return c;
   };
-  refused(opt, stepped({.momentum = 2}, 0, {}, 0).bytes(), "pullback level without slow momenta");
-  refused(opt, stepped({}, 0, {.amsgrad = 1}, 0).bytes(), "amsgrad is on but max_exp_avg_sq is missing");
-  refused(opt, stepped({.momentum = 3}, 0, {}, 0).bytes(), "momentum = 3 is invalid");
-  refused(opt, stepped({}, 2, {}, 0).bytes(), "field 'Lookahead has slow momenta' is 2, expected 0 or 1");
-  refused(opt, stepped({.swapped = 5}, 0, {}, 0).bytes(), "field 'Lookahead swapped' is 5");
-  refused(opt, stepped({}, 0, {.beta1 = 1.0}, 0).bytes(), "beta1 = 1 is invalid");
-  refused(opt, stepped({}, 0, {}, 0, u64(1) << 54).bytes(), "field 'step count'");
+  refused(opt, stepped({.momentum = 2}, 0, adam_stepped).bytes(), "pullback level without slow momenta");
+  refused(opt, stepped({.momentum = 3}, 0, adam_stepped).bytes(), "momentum = 3 is invalid");
+  refused(opt, stepped({}, 2, adam_stepped).bytes(), "field 'Lookahead has slow momenta' is 2, expected 0 or 1");
+  refused(opt, stepped({.swapped = 5}, 0, adam_stepped).bytes(), "field 'Lookahead swapped' is 5");
+  refused(opt, stepped({}, 0, {.beta1 = 1.0, .fresh = 4, .present = 3}).bytes(), "beta1 = 1 is invalid");
+  refused(opt, stepped({}, 0, {.maximize = 2, .fresh = 4, .present = 3}).bytes(), "field 'maximize' is 2");
+  refused(opt, stepped({}, 0, adam_stepped, u64(1) << 54).bytes(), "field 'step count'");
+  // A state a step has updated must be there; AMSGrad's maximum may still be fresh (created at the next step).
+  refused(opt, stepped({}, 0, {.amsgrad = 1, .fresh = 0, .present = 3}).bytes(),
+          "state 'max_exp_avg_sq' is missing but marked as updated");
+  refused(opt, stepped({}, 0, {.fresh = 8 | 4, .present = 3}).bytes(), "fresh-state flags name states Adam does not have");
+  {
+    std::istringstream is(stepped({}, 0, {.amsgrad = 1, .fresh = 4, .present = 3}).bytes());
+    opt.load(is);
+    CHECK(opt.base().options().amsgrad);
+    opt = fresh_lookahead_adam();
+  }
 
   // Before the first step: no tensors, no steps, no buffers.
   crafted t = header({.type = "Lookahead<Adam>", .depth = 1, .sizes = {3}});
@@ -452,6 +471,11 @@ TEST_CASE("other broken invariants are refused, each naming its field") {
   refused(opt, steps.bytes(), "field 'step count' is 4 in a checkpoint taken before the first step");
   crafted flag = header({.type = "Lookahead<Adam>", .depth = 1, .initialized = 2});
   refused(opt, flag.bytes(), "field 'initialized' is 2");
+  crafted early = header({.type = "Lookahead<Adam>", .depth = 1});
+  level<float>(early, {});
+  counters(early, 0);
+  adam<float>(early, {.present = 1});
+  refused(opt, early.bytes(), "state 'exp_avg' present in a checkpoint taken before the first step");
 
   // Group options: a value without its flag, a negative lr.
   crafted grp = header({.type = "Lookahead<Adam>", .depth = 1});
@@ -469,20 +493,20 @@ TEST_CASE("other broken invariants are refused, each naming its field") {
   many.put<u64>(0).put<u64>(0).put<u64>(u64(1) << 40);
   refused(opt, many.bytes(), "group count 1099511627776 is implausible");
 
-  // SGD: the first momentum step happened, so the buffer must be there.
+  // SGD: a momentum step happened (the buffer is not fresh), so the buffer must be there.
   auto s = nestla::SGD<float>({.momentum = 0.9});
   crafted started = header({.type = "SGD", .initialized = 1, .sizes = sizes});
   counters(started, 1);
-  sgd<float>(started, {.momentum = 0, .started = 1, .has_buffer = 0}, &sizes);
-  refused(s, started.bytes(), "field 'SGD momentum started' is set without a momentum buffer");
+  sgd<float>(started, {.momentum = 0.9, .fresh = 0, .has_buffer = 0}, &sizes);
+  refused(s, started.bytes(), "state 'momentum_buffer' is missing but marked as updated");
   crafted fresh_started = header({.type = "SGD"});
   counters(fresh_started, 0);
-  sgd<float>(fresh_started, {.started = 1});
-  refused(s, fresh_started.bytes(), "field 'SGD momentum started' is set without a momentum buffer");
-  crafted missing = header({.type = "SGD", .initialized = 1, .sizes = sizes});
-  counters(missing, 1);
-  sgd<float>(missing, {.momentum = 0.5}, &sizes);
-  refused(s, missing.bytes(), "SGD momentum buffer missing");
+  sgd<float>(fresh_started, {.fresh = 0});
+  refused(s, fresh_started.bytes(), "state 'momentum_buffer' is missing but marked as updated");
+  crafted flag2 = header({.type = "SGD", .initialized = 1, .sizes = sizes});
+  counters(flag2, 1);
+  sgd<float>(flag2, {.momentum = 0.9, .fresh = 0, .has_buffer = 2}, &sizes);
+  refused(s, flag2.bytes(), "field 'momentum_buffer' is 2, expected 0 or 1");
 }
 
 // A stream that never ends: zeros, or a valid header followed by endless data.
