@@ -7,6 +7,7 @@
 // keeps the targets compiled and exercised in every build; the coverage-guided
 // search is libFuzzer's (clang), see docs/testing.md.
 #include <algorithm>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -17,9 +18,40 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 
 namespace {
+
+// The input being run, written to ./replay-crash when the target aborts or
+// crashes, so that a finding can be rerun (TARGET replay-crash) and debugged.
+const std::uint8_t* current_data = nullptr;
+std::size_t current_size = 0;
+
+extern "C" void save_current_input(int sig) {
+  const int fd = ::open("replay-crash", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0) {
+    std::size_t done = 0;
+    while (done < current_size) {
+      const ssize_t n = ::write(fd, current_data + done, current_size - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    static const char note[] = "replay: the failing input is in ./replay-crash\n";
+    (void)!::write(2, note, sizeof note - 1);
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+void run(const std::vector<std::uint8_t>& input) {
+  current_data = input.data();
+  current_size = input.size();
+  LLVMFuzzerTestOneInput(input.data(), input.size());
+}
 
 struct rng {
   std::uint64_t s;
@@ -91,17 +123,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [--mutants N] FILE_OR_DIR...  (no inputs found)\n", argv[0]);
     return 2;
   }
+  for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) std::signal(sig, save_current_input);
   long runs = 0;
   rng r{0x5EED};
   for (const auto& f : files) {
     std::ifstream in(f, std::ios::binary);
     const std::vector<std::uint8_t> seed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    LLVMFuzzerTestOneInput(seed.data(), seed.size());
+    run(seed);
     ++runs;
     for (long m = 0; m < mutants; ++m) {
       std::vector<std::uint8_t> b = seed;
       mutate(b, r);
-      LLVMFuzzerTestOneInput(b.data(), b.size());
+      run(b);
       ++runs;
     }
   }

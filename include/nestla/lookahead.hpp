@@ -205,9 +205,14 @@ class Lookahead {
     slow_m_ = {};
     if (l) {
       slow_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow weights");
-      if (r.get_flag("Lookahead has slow momenta"))
+      // Slow momenta exist for a pullback level (set_options adds them, never
+      // removes them); over tensors with no elements they are empty, saved as absent.
+      if (r.get_flag("Lookahead has slow momenta")) {
+        if (l->total == 0) r.error("field 'Lookahead has slow momenta' is set, but the tensors hold no elements");
         slow_m_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow momenta");
-      else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
+      } else if (opts_.momentum == Momentum::pullback && l->total != 0) {
+        r.error("pullback level without slow momenta");
+      }
     }
     inner_.read_state(r, l);
     check_counters_against_inner(r);

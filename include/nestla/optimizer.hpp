@@ -631,21 +631,25 @@ class BaseOptimizer {
     if constexpr (detail::rule_has_scalars<Rule>) Rule::scalar_fields(scalars_, detail::field_reader{r});
     // Invariants: a state exists only after the first step, and one that a
     // step has updated (its fresh bit clear) exists; so before the first step
-    // every state is fresh.
+    // every state is fresh. Over tensors that hold no elements at all, every
+    // buffer is empty and saved as absent.
     fresh_ = r.get<std::uint32_t>("fresh states");
     if (fresh_ >> state_count) r.error(detail::concat("fresh-state flags name states ", Rule::name, " does not have"));
+    const bool no_elements = initialized_ && layout_.total == 0;
     for (std::size_t k = 0; k < state_count; ++k) {
       states_[k] = {};
       if (!r.get_flag(Rule::states[k])) {
-        if (!((fresh_ >> k) & 1u))
+        if (!((fresh_ >> k) & 1u) && !no_elements)
           r.error(detail::concat("state '", Rule::states[k], "' is missing but marked as updated"));
         continue;
       }
       if (!initialized_)
         r.error(detail::concat("state '", Rule::states[k], "' present in a checkpoint taken before the first step"));
+      if (no_elements)
+        r.error(detail::concat("state '", Rule::states[k], "' is stored, but the tensors hold no elements"));
       states_[k] = detail::read_state_buffer<Backend, T>(r, layout_, Rule::states[k]);
     }
-    if (initialized_) {
+    if (initialized_ && !no_elements) {
       // Steps after the load create what the options need; what an earlier
       // step used must be there (a missing one would silently restart at zero).
       const unsigned needed = mask_of(prepare_for(-1, next_scalars())) & ~fresh_;
