@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake            # compiler and build
+  clang-14 libclang-rt-14-dev      # CI's second build: clang with ASan, UBSan and libFuzzer (fuzz/)
   libxsimd-dev                     # the core's explicit SIMD
   doctest-dev                      # tests
   libeigen3-dev xtensor-dev        # container adaptors and the ResNet-18 example

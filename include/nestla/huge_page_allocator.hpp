@@ -12,7 +12,6 @@
 
 #include <cstddef>
 #include <cstdlib>
-#include <limits>
 #include <new>
 
 #include "nestla/detail/host_buffer.hpp"
@@ -28,8 +27,9 @@ struct huge_page_allocator {
   huge_page_allocator(const huge_page_allocator<U>&) noexcept {}
 
   T* allocate(std::size_t n) {
-    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
-    return static_cast<T*>(detail::allocate_host_bytes(n == 0 ? sizeof(T) : n * sizeof(T)));
+    std::size_t bytes = 0;
+    if (!detail::object_bytes<T>(n == 0 ? 1 : n, bytes)) throw std::bad_array_new_length();
+    return static_cast<T*>(detail::allocate_host_bytes(bytes));
   }
   void deallocate(T* p, std::size_t) noexcept { std::free(p); }
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -84,6 +85,9 @@ class Lookahead {
     check_pullback(o, "set_options");
     if (o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized()) slow_m_ = buffer(slow_.size());
     opts_ = o;
+    // A smaller k: the next inner cycle syncs, as it would with the count
+    // unclamped, and cycles_since_sync() < k holds (checkpoints rely on it).
+    if (cycles_ >= static_cast<std::uint64_t>(o.k)) cycles_ = static_cast<std::uint64_t>(o.k) - 1;
   }
   void set_alpha(double alpha) {
     auto o = opts_;
@@ -127,7 +131,9 @@ class Lookahead {
   static std::string type_name() { return "Lookahead<" + Inner::type_name() + ">"; }
 
   void save(std::ostream& os) const { detail::save_checkpoint(*this, os); }
-  void load(std::istream& is) { detail::load_checkpoint(*this, is); }
+  void load(std::istream& is, std::uint64_t max_bytes = detail::checkpoint_reader::unlimited) {
+    detail::load_checkpoint(*this, is, max_bytes);
+  }
 
   // --- protocol between levels (not for users) -------------------------------
   // Every level's policy still fits the base optimizer, whose first moment
@@ -188,7 +194,7 @@ class Lookahead {
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
     LookaheadOptions o;
     const auto k = r.get<std::int64_t>("Lookahead k");
-    if (k < 1 || k > (std::int64_t(1) << 30)) r.error(detail::concat("Lookahead k = ", k, " is invalid"));
+    if (k < 1 || k > std::numeric_limits<int>::max()) r.error(detail::concat("Lookahead k = ", k, " is invalid"));
     o.k = static_cast<int>(k);
     o.alpha = r.get<double>("Lookahead alpha");
     o.momentum = static_cast<Momentum>(r.get<std::uint8_t>("Lookahead momentum"));
@@ -199,15 +205,25 @@ class Lookahead {
     }
     opts_ = o;
     cycles_ = r.get<std::uint64_t>("Lookahead cycles");
+    if (cycles_ >= static_cast<std::uint64_t>(o.k))
+      r.error(detail::concat("field 'Lookahead cycles' = ", cycles_, " is not below k = ", o.k));
     syncs_ = r.get<std::uint64_t>("Lookahead syncs");
-    swapped_ = r.get<std::uint8_t>("Lookahead swapped") != 0;
+    detail::check_count_plausible(r, syncs_, "Lookahead syncs");
+    swapped_ = r.get_flag("Lookahead swapped");
+    // Slow weights exist from the first step on; before it there is nothing to swap.
+    if (swapped_ && !l) r.error("field 'Lookahead swapped' is set in a checkpoint taken before the first step");
     slow_ = {};
     slow_m_ = {};
     if (l) {
       slow_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow weights");
-      if (r.get<std::uint8_t>("Lookahead has slow momenta"))
+      // Slow momenta exist for a pullback level (set_options adds them, never
+      // removes them); over tensors with no elements they are empty, saved as absent.
+      if (r.get_flag("Lookahead has slow momenta")) {
+        if (l->total == 0) r.error("field 'Lookahead has slow momenta' is set, but the tensors hold no elements");
         slow_m_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow momenta");
-      else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
+      } else if (opts_.momentum == Momentum::pullback && l->total != 0) {
+        r.error("pullback level without slow momenta");
+      }
     }
     inner_.read_state(r, l);
     try {
@@ -215,6 +231,7 @@ class Lookahead {
     } catch (const invalid_option& e) {
       r.error(e.what());
     }
+    check_counters_against_inner(r);
   }
 
  private:
@@ -228,6 +245,18 @@ class Lookahead {
                                    base_type::type_name(),
                                    " has none (SGD has one only with momentum > 0); use keep or reset, or give the base "
                                    "a first moment");
+  }
+
+  // Each sync of this level took one or more completed cycles of the inner
+  // level (its syncs, or the base optimizer's steps), and cycles counts those
+  // since the last sync: so syncs + cycles never exceeds the inner count.
+  void check_counters_against_inner(detail::checkpoint_reader& r) const {
+    std::uint64_t inner_done;
+    if constexpr (Inner::depth == 0) inner_done = inner_.step_count();
+    else inner_done = inner_.syncs();
+    if (syncs_ > inner_done || cycles_ > inner_done - syncs_)
+      r.error(detail::concat("fields 'Lookahead syncs' = ", syncs_, " and 'Lookahead cycles' = ", cycles_,
+                             " exceed the ", inner_done, " cycles the inner level completed"));
   }
 
   template <class P>

@@ -1,11 +1,13 @@
 // A base optimizer from an update rule (rule.hpp): binding a parameter set, state, parameter groups, the step driver, checkpoints.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <istream>
+#include <new>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -16,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "nestla/detail/checked.hpp"
 #include "nestla/detail/checkpoint_io.hpp"
 #include "nestla/error.hpp"
 #include "nestla/parameter_set.hpp"
@@ -78,14 +81,23 @@ void write_state_buffer(checkpoint_writer& w, const Buffer& b, const Layout& l) 
   for (std::size_t i = 0; i < l.count(); ++i)
     Backend::download(w.put_array_slot<T>(l.sizes[i]), b.data() + l.offsets[i], l.sizes[i]);
 }
+// The stream must deliver every segment before the buffer is allocated: a
+// file can declare sizes it does not hold.
 template <class Backend, class T>
 typename Backend::template buffer<T> read_state_buffer(checkpoint_reader& r, const Layout& l, const char* field) {
+  std::size_t bytes = 0;
+  for (auto n : l.sizes) {  // each segment: its count, then its values
+    if (mul_overflows(n, sizeof(T)) || add_overflows(n * sizeof(T), sizeof(std::uint64_t)) ||
+        add_overflows(bytes, n * sizeof(T) + sizeof(std::uint64_t)))
+      r.error(concat("field '", field, "': the tensor sizes exceed any possible file"));
+    bytes += n * sizeof(T) + sizeof(std::uint64_t);
+  }
+  r.prefetch(bytes, field);
   typename Backend::template buffer<T> b(l.total);
   for (std::size_t i = 0; i < l.count(); ++i)
     Backend::upload(b.data() + l.offsets[i], r.get_array<T>(l.sizes[i], field), l.sizes[i]);
   return b;
 }
-
 
 // What a rule's prepare returns, as a variant (a single functor type is a
 // variant of one alternative).
@@ -187,9 +199,7 @@ struct field_reader {
   template <class V>
   void operator()(const char* name, V& v) const {
     if constexpr (std::is_same_v<V, bool>) {
-      const auto b = r.get<std::uint8_t>(name);
-      if (b > 1) r.error(concat("field '", name, "' is a flag, but holds ", unsigned(b)));
-      v = b != 0;
+      v = r.get_flag(name);
     } else if constexpr (std::is_floating_point_v<V>) {
       v = static_cast<V>(r.get<double>(name));
     } else if constexpr (std::is_enum_v<V> || std::is_integral_v<V>) {
@@ -207,7 +217,72 @@ bool run_step(Top& top, P& params, G& grads);
 template <class Top>
 void save_checkpoint(const Top& top, std::ostream& os);
 template <class Top>
-void load_checkpoint(Top& top, std::istream& is);
+void load_checkpoint(Top& top, std::istream& is, std::uint64_t max_bytes);
+
+// --- what a checkpoint may declare ----------------------------------------
+// Every check below is one invariant that stepping and the setters keep, so a
+// checkpoint the writer produced always passes, and a crafted one that breaks
+// it is refused before anything is committed.
+
+// Plausibility bounds (a real run never comes near them).
+inline constexpr std::uint64_t max_checkpoint_tensors = std::uint64_t(1) << 24;
+inline constexpr std::uint64_t max_checkpoint_groups = std::uint64_t(1) << 20;
+inline constexpr std::uint64_t max_checkpoint_group_size = std::uint64_t(1) << 24;
+// Step, skip and sync counters. Beyond 2^53 a step count is no longer exact in
+// the double arithmetic of the bias corrections, and t + 1 could wrap.
+inline constexpr std::uint64_t max_checkpoint_count = std::uint64_t(1) << 53;
+
+inline void check_count_plausible(checkpoint_reader& r, std::uint64_t v, const char* field) {
+  if (v > max_checkpoint_count) r.error(concat("field '", field, "' = ", v, " is implausible (more than 2^53)"));
+}
+
+// A group option: a presence flag, then the value, which is 0 when absent.
+inline std::optional<double> read_optional_option(checkpoint_reader& r, const char* flag_field, const char* value_field) {
+  const bool set = r.get_flag(flag_field);
+  const double v = r.get<double>(value_field);
+  if (set) return v;
+  if (std::bit_cast<std::uint64_t>(v) != 0) r.error(concat("field '", value_field, "' is set but its flag is not"));
+  return std::nullopt;
+}
+
+// validate: the optimizer's check of a group's options (throws invalid_option).
+template <class Validate>
+std::vector<ParamGroup> read_param_groups(checkpoint_reader& r, Validate&& validate) {
+  const auto ngroups = r.get<std::uint64_t>("group count");
+  if (ngroups > max_checkpoint_groups) r.error(concat("group count ", ngroups, " is implausible (more than 2^20)"));
+  std::vector<ParamGroup> groups;
+  for (std::uint64_t g = 0; g < ngroups; ++g) {
+    ParamGroup pg;
+    const auto n = r.get<std::uint64_t>("group size");
+    if (n > max_checkpoint_group_size) r.error(concat("group ", g, " size ", n, " is implausible (more than 2^24)"));
+    for (std::uint64_t i = 0; i < n; ++i) pg.tensors.push_back(r.get<std::uint64_t>("group tensor"));
+    pg.options.lr = read_optional_option(r, "group lr flag", "group lr");
+    pg.options.weight_decay = read_optional_option(r, "group weight_decay flag", "group weight_decay");
+    try {
+      validate(pg.options);
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    groups.push_back(std::move(pg));
+  }
+  return groups;
+}
+
+// Groups are disjoint and list each tensor once (as add_param_group demands);
+// the range of their indices is checked against the layout by map_groups.
+inline void check_groups_disjoint(checkpoint_reader& r, const std::vector<ParamGroup>& groups) {
+  std::vector<std::pair<std::size_t, std::size_t>> seen;  // (tensor, group)
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (auto t : groups[g].tensors) seen.emplace_back(t, g);
+  std::sort(seen.begin(), seen.end());
+  for (std::size_t i = 1; i < seen.size(); ++i)
+    if (seen[i].first == seen[i - 1].first) {
+      if (seen[i].second == seen[i - 1].second)
+        r.error(concat("field 'group tensor': tensor ", seen[i].first, " is listed twice in group ", seen[i].second));
+      r.error(concat("field 'group tensor': tensor ", seen[i].first, " is in groups ", seen[i - 1].second, " and ",
+                     seen[i].second));
+    }
+}
 
 }  // namespace detail
 
@@ -360,7 +435,11 @@ class BaseOptimizer {
   const Layout& layout() const noexcept { return layout_; }
 
   void save(std::ostream& os) const { detail::save_checkpoint(*this, os); }
-  void load(std::istream& is) { detail::load_checkpoint(*this, is); }
+  // Reads one checkpoint record and leaves the stream after it. Any input is
+  // safe (see load_checkpoint); max_bytes bounds how much is read.
+  void load(std::istream& is, std::uint64_t max_bytes = detail::checkpoint_reader::unlimited) {
+    detail::load_checkpoint(*this, is, max_bytes);
+  }
 
   // --- protocol between the levels of a nested optimizer (not for users) ----
   // The rule's host part of this step: one update functor per parameter
@@ -440,26 +519,13 @@ class BaseOptimizer {
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
     t_ = r.get<std::uint64_t>("step count");
+    detail::check_count_plausible(r, t_, "step count");
+    // No step before the state exists (a skipped step changes neither).
+    if (!l && t_ != 0) r.error(detail::concat("field 'step count' is ", t_, " in a checkpoint taken before the first step"));
     skipped_ = r.get<std::uint64_t>("skipped steps");
-    const auto ngroups = r.get<std::uint64_t>("group count");
-    if (ngroups > (std::uint64_t(1) << 20)) r.error("implausible group count");
-    groups_.clear();
-    for (std::uint64_t g = 0; g < ngroups; ++g) {
-      ParamGroup pg;
-      const auto n = r.get<std::uint64_t>("group size");
-      if (n > (std::uint64_t(1) << 24)) r.error("implausible group size");
-      for (std::uint64_t i = 0; i < n; ++i) pg.tensors.push_back(r.get<std::uint64_t>("group tensor"));
-      if (r.get<std::uint8_t>("group lr flag")) pg.options.lr = r.get<double>("group lr");
-      else r.get<double>("group lr");
-      if (r.get<std::uint8_t>("group weight_decay flag")) pg.options.weight_decay = r.get<double>("group weight_decay");
-      else r.get<double>("group weight_decay");
-      try {
-        validate_group(pg.options);
-      } catch (const invalid_option& e) {
-        r.error(e.what());
-      }
-      groups_.push_back(std::move(pg));
-    }
+    detail::check_count_plausible(r, skipped_, "skipped steps");
+    groups_ = detail::read_param_groups(r, [&](const GroupOptions& g) { validate_group(g); });
+    detail::check_groups_disjoint(r, groups_);
     if (l) {
       try {
         map_groups(l->count(), tensor_group_);
@@ -565,20 +631,27 @@ class BaseOptimizer {
     opts_ = o;
     scalars_ = {};
     if constexpr (detail::rule_has_scalars<Rule>) Rule::scalar_fields(scalars_, detail::field_reader{r});
+    // Invariants: a state exists only after the first step, and one that a
+    // step has updated (its fresh bit clear) exists; so before the first step
+    // every state is fresh. Over tensors that hold no elements at all, every
+    // buffer is empty and saved as absent.
     fresh_ = r.get<std::uint32_t>("fresh states");
     if (fresh_ >> state_count) r.error(detail::concat("fresh-state flags name states ", Rule::name, " does not have"));
+    const bool no_elements = initialized_ && layout_.total == 0;
     for (std::size_t k = 0; k < state_count; ++k) {
       states_[k] = {};
-      if (!r.get<std::uint8_t>(Rule::states[k])) {
-        if (!((fresh_ >> k) & 1u))
+      if (!r.get_flag(Rule::states[k])) {
+        if (!((fresh_ >> k) & 1u) && !no_elements)
           r.error(detail::concat("state '", Rule::states[k], "' is missing but marked as updated"));
         continue;
       }
       if (!initialized_)
         r.error(detail::concat("state '", Rule::states[k], "' present in a checkpoint taken before the first step"));
+      if (no_elements)
+        r.error(detail::concat("state '", Rule::states[k], "' is stored, but the tensors hold no elements"));
       states_[k] = detail::read_state_buffer<Backend, T>(r, layout_, Rule::states[k]);
     }
-    if (initialized_) {
+    if (initialized_ && !no_elements) {
       // Steps after the load create what the options need; what an earlier
       // step used must be there (a missing one would silently restart at zero).
       const unsigned needed = mask_of(prepare_for(-1, next_scalars())) & ~fresh_;
@@ -679,15 +752,14 @@ void save_checkpoint(const Top& top, std::ostream& os) {
   w.finish_to(os, "save");
 }
 
-// Parses into a copy and commits only when the whole checkpoint was read: a
-// bad checkpoint leaves the optimizer exactly as it was.
+// Everything before the levels' state: what the checkpoint is for, and the
+// tensor sizes, checked against this optimizer. Returns the layout when the
+// checkpoint was taken after the first step.
 template <class Top>
-void load_checkpoint(Top& top, std::istream& is) {
+std::optional<Layout> read_checkpoint_header(const Top& top, checkpoint_reader& r) {
   using T = typename Top::scalar_type;
-  checkpoint_reader r(is, "load");
   for (char c : checkpoint_magic)
     if (r.get<char>("magic") != c) r.error("not a nestla checkpoint (bad magic tag)");
-  if (!r.checksum_ok()) r.error("checksum mismatch: the checkpoint is damaged");
   if (auto v = r.get<std::uint32_t>("version"); v != checkpoint_version)
     r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", checkpoint_version, ")"));
   if (r.get<std::uint32_t>("byte order") != byte_order_mark) r.error("checkpoint written on a machine of other byte order");
@@ -697,9 +769,11 @@ void load_checkpoint(Top& top, std::istream& is) {
     r.error(concat("checkpoint has nesting depth ", d, ", this optimizer has ", Top::depth));
   if (auto s = r.get_string("scalar type"); s != scalar_name<T>())
     r.error(concat("checkpoint holds ", s, " state, this optimizer uses ", scalar_name<T>()));
-  const bool init = r.get<std::uint8_t>("initialized") != 0;
+  const bool init = r.get_flag("initialized");
   const auto count = r.get<std::uint64_t>("tensor count");
-  if (count > (std::uint64_t(1) << 24)) r.error("implausible tensor count");
+  if (count > max_checkpoint_tensors) r.error(concat("tensor count ", count, " is implausible (more than 2^24)"));
+  // The state, and with it the layout, is created by the first step.
+  if (!init && count != 0) r.error(concat("a checkpoint taken before the first step declares ", count, " tensors"));
   std::vector<std::size_t> sizes;
   for (std::uint64_t i = 0; i < count; ++i) sizes.push_back(r.get<std::uint64_t>("tensor size"));
   const auto& cur = top.base().layout();
@@ -711,12 +785,41 @@ void load_checkpoint(Top& top, std::istream& is) {
       if (sizes[i] != cur.sizes[i])
         r.error(concat("tensor ", i, " has ", sizes[i], " elements in the checkpoint, ", cur.sizes[i], " here"));
   }
+  if (!init) return std::nullopt;
+  try {
+    return Layout::of<T>(sizes);
+  } catch (const std::length_error&) {
+    r.error(concat("field 'tensor size': the ", count, " tensors of ", scalar_name<T>(),
+                   " need more memory than one allocation can hold"));
+  }
+}
+
+// Parses into a copy and commits only when the whole checkpoint was read and
+// its checksum matched: a bad checkpoint leaves the optimizer exactly as it
+// was. Nothing is allocated for a size before the stream has delivered the
+// bytes it declares; running out of memory is a checkpoint_error too.
+template <class Top>
+void load_checkpoint(Top& top, std::istream& is, std::uint64_t max_bytes) {
+  checkpoint_reader r(is, "load", max_bytes);
   std::optional<Layout> l;
-  if (init) l = Layout::of<T>(sizes);
-  Top staged(top);
-  staged.read_state(r, l);
-  if (!r.at_end()) r.error("trailing data after the optimizer state");
-  top = std::move(staged);
+  try {
+    l = read_checkpoint_header(top, r);
+  } catch (const std::bad_alloc&) {
+    r.error(concat("not enough memory to read field '", r.field(), "'"));
+  }
+  std::optional<Top> staged;
+  try {
+    staged.emplace(top);
+  } catch (const std::bad_alloc&) {
+    r.error("not enough memory for a copy of the optimizer to load into");
+  }
+  try {
+    staged->read_state(r, l);
+    r.finish();
+  } catch (const std::bad_alloc&) {
+    r.error(concat("not enough memory to read field '", r.field(), "'"));
+  }
+  top = std::move(*staged);
 }
 
 }  // namespace detail

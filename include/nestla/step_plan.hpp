@@ -3,8 +3,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
+#include "nestla/detail/checked.hpp"
 #include "nestla/detail/host_device.hpp"
 
 namespace nestla {
@@ -27,6 +29,8 @@ struct Layout {
   std::vector<std::size_t> offsets;
   std::size_t total = 0;  // flat length, padding included
 
+  // Throws std::length_error when the padded total of T values would not fit
+  // in one allocation (sizes from a checkpoint file can be anything).
   template <class T>
   static Layout of(const std::vector<std::size_t>& sizes) {
     constexpr std::size_t pad = 64 / sizeof(T) > 0 ? 64 / sizeof(T) : 1;
@@ -35,8 +39,12 @@ struct Layout {
     l.offsets.reserve(sizes.size());
     for (auto n : sizes) {
       l.offsets.push_back(l.total);
-      l.total += (n + pad - 1) / pad * pad;
+      l.total = detail::checked_add(l.total, detail::checked_round_up(n, pad, "a tensor's padded size"),
+                                    "the state layout's total size");
     }
+    std::size_t bytes = 0;
+    if (!detail::object_bytes<T>(l.total, bytes))
+      throw std::length_error("nestla: the state layout's total size exceeds the largest possible allocation");
     return l;
   }
   std::size_t count() const { return sizes.size(); }

@@ -2,11 +2,13 @@
 #pragma once
 
 #include <cstddef>
+#include <new>
 #include <utility>
 
 #include <cuda_runtime_api.h>
 
 #include "nestla/cuda/error.hpp"
+#include "nestla/detail/checked.hpp"
 
 namespace nestla::cuda {
 namespace detail {
@@ -78,8 +80,10 @@ class device_buffer {
  private:
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
+    std::size_t bytes = 0;
+    if (!nestla::detail::object_bytes<T>(n, bytes)) throw std::bad_array_new_length();
     void* p = nullptr;
-    NESTLA_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+    NESTLA_CUDA_CHECK(cudaMalloc(&p, bytes));
     return static_cast<T*>(p);
   }
 

@@ -1,17 +1,20 @@
-// Bounds-checked binary writer and reader for checkpoints, with a CRC-32 over the whole record.
+// Bounds-checked binary writer and reader for checkpoints, with a CRC-32 over the whole record; the reader trusts no size it reads.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <ios>
 #include <istream>
-#include <iterator>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <string_view>
 #include <type_traits>
 
+#include "nestla/detail/checked.hpp"
 #include "nestla/error.hpp"
 
 namespace nestla::detail {
@@ -72,68 +75,143 @@ class checkpoint_writer {
   std::string buf_;
 };
 
+// Reads one checkpoint record from a stream, on demand: the parser asks for
+// each field, and only then are its bytes read, in chunks that grow with what
+// has arrived. So no field is allocated for before the stream has delivered
+// its bytes (a short stream declaring huge sizes fails as truncated after
+// reading what it holds), an endless stream fails as soon as its bytes cannot
+// be a checkpoint, and the stream is left right after the record. The CRC-32
+// of every byte read is compared with the record's trailing one by finish().
+// max_bytes bounds the whole record (a source that keeps sending well-formed
+// data for a huge declared state is stopped there).
 class checkpoint_reader {
  public:
-  // Reads the whole stream and verifies the trailing CRC before anything is parsed.
-  checkpoint_reader(std::istream& is, std::string_view what) : what_(what) {
-    buf_.assign(std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>());
-    if (is.bad()) fail<checkpoint_error>("nestla: ", what_, ": reading the checkpoint stream failed");
-    if (buf_.size() < sizeof(std::uint32_t))
-      fail<checkpoint_error>("nestla: ", what_, ": checkpoint is empty or truncated (", buf_.size(), " bytes)");
-    end_ = buf_.size() - sizeof(std::uint32_t);
-    std::uint32_t stored;
-    std::memcpy(&stored, buf_.data() + end_, sizeof stored);
-    computed_ok_ = crc32(buf_.data(), end_) == stored;
-  }
+  static constexpr std::uint64_t unlimited = ~std::uint64_t(0);
 
-  bool checksum_ok() const { return computed_ok_; }
-  std::size_t position() const { return pos_; }
-  bool at_end() const { return pos_ == end_; }
+  checkpoint_reader(std::istream& is, std::string_view what, std::uint64_t max_bytes = unlimited)
+      : is_(is), what_(what), max_bytes_(max_bytes) {}
+
+  // Bytes of the record consumed so far.
+  std::uint64_t position() const { return consumed_; }
   std::string_view what() const { return what_; }
+  // The field being read, for errors raised outside the reader (out of
+  // memory). Field names are string literals, so the view stays valid.
+  std::string_view field() const { return field_; }
 
   template <class V>
     requires std::is_arithmetic_v<V>
   V get(std::string_view field) {
-    need(sizeof(V), field);
     V v;
-    std::memcpy(&v, buf_.data() + pos_, sizeof(V));
-    pos_ += sizeof(V);
+    std::memcpy(&v, take(sizeof(V), field), sizeof(V));
     return v;
+  }
+  // A flag byte: 0 or 1, nothing else (the writer writes no other value).
+  bool get_flag(std::string_view field) {
+    const auto v = get<std::uint8_t>(field);
+    if (v > 1) fail<checkpoint_error>("nestla: ", what_, ": field '", field, "' is ", unsigned(v), ", expected 0 or 1");
+    return v == 1;
   }
   std::string get_string(std::string_view field, std::size_t max_len = 4096) {
     const auto n = get<std::uint64_t>(field);
     if (n > max_len) fail<checkpoint_error>("nestla: ", what_, ": field '", field, "' has implausible length ", n);
-    need(n, field);
-    std::string s(buf_.data() + pos_, n);
-    pos_ += n;
-    return s;
+    const char* at = take(static_cast<std::size_t>(n), field);
+    return std::string(at, static_cast<std::size_t>(n));
   }
   // Checks the stored count against the expected one and returns where the
-  // values are, as bytes (not aligned for V: read them with memcpy).
+  // values are, as bytes (not aligned for V: read them with memcpy). Valid
+  // until the next call on this reader.
   template <class V>
   const char* get_array(std::size_t expected, std::string_view field) {
     const auto n = get<std::uint64_t>(field);
     if (n != expected)
       fail<checkpoint_error>("nestla: ", what_, ": field '", field, "' holds ", n, " values, expected ", expected);
-    need(n * sizeof(V), field);
-    const char* at = buf_.data() + pos_;
-    pos_ += n * sizeof(V);
-    return at;
+    if (mul_overflows(expected, sizeof(V)))
+      fail<checkpoint_error>("nestla: ", what_, ": field '", field, "' declares ", n, " values, more than memory holds");
+    return take(expected * sizeof(V), field);
+  }
+  // Makes sure the next `bytes` bytes have arrived (else: truncated), before
+  // a caller allocates memory for what they hold.
+  void prefetch(std::uint64_t bytes, std::string_view field) { need(bytes, field); }
+  // Reads the trailing CRC-32 and compares it with the bytes read before it.
+  void finish() {
+    const std::uint32_t computed = crc_;
+    if (get<std::uint32_t>("checksum") != computed) error("checksum mismatch: the checkpoint is damaged");
   }
   [[noreturn]] void error(std::string_view msg) const {
-    fail<checkpoint_error>("nestla: ", what_, ": ", msg, " (at byte ", pos_, ")");
+    if (msg.starts_with("nestla: ")) msg.remove_prefix(8);  // a converted error of the library
+    fail<checkpoint_error>("nestla: ", what_, ": ", msg, " (at byte ", consumed_, ")");
   }
 
  private:
-  void need(std::size_t n, std::string_view field) const {
-    if (n > end_ - pos_)
-      fail<checkpoint_error>("nestla: ", what_, ": checkpoint truncated while reading '", field, "' at byte ", pos_);
+  // Chunks start at 64 KiB and grow with the bytes received, so the buffer
+  // stays within twice what the stream delivered.
+  static constexpr std::size_t min_chunk = std::size_t(64) << 10;
+
+  const char* take(std::size_t n, std::string_view field) {
+    need(n, field);
+    const char* at = buf_.get() + head_;
+    crc_ = crc32(at, n, crc_);
+    head_ += n;
+    consumed_ += n;
+    return at;
+  }
+  void need(std::uint64_t n, std::string_view field) {
+    field_ = field;
+    const std::size_t have = tail_ - head_;
+    if (n <= have) return;
+    if (n > max_bytes_ || consumed_ > max_bytes_ - n)
+      fail<checkpoint_error>("nestla: ", what_, ": field '", field, "' at byte ", consumed_, " needs ", n,
+                             " bytes, beyond the limit of ", max_bytes_, " bytes given to load");
+    if (n > max_object_bytes)
+      fail<checkpoint_error>("nestla: ", what_, ": field '", field, "' declares ", n, " bytes, more than memory holds");
+    // Keep the unconsumed bytes, at the front of a buffer that grows as data arrives.
+    std::size_t avail = have;
+    if (head_ != 0 && avail) std::memmove(buf_.get(), buf_.get() + head_, avail);
+    head_ = 0;
+    tail_ = avail;
+    while (avail < n) {
+      const std::size_t chunk = std::min<std::size_t>(static_cast<std::size_t>(n) - avail, std::max(min_chunk, avail));
+      if (cap_ - avail < chunk) {
+        const std::size_t cap = avail + chunk;
+        std::unique_ptr<char[]> grown(new char[cap]);
+        if (avail) std::memcpy(grown.get(), buf_.get(), avail);
+        buf_ = std::move(grown);
+        cap_ = cap;
+      }
+      const std::size_t got = read_some(buf_.get() + avail, chunk);
+      avail += got;
+      tail_ = avail;
+      if (got < chunk) {
+        if (consumed_ == 0 && avail == 0) fail<checkpoint_error>("nestla: ", what_, ": the checkpoint stream is empty");
+        fail<checkpoint_error>("nestla: ", what_, ": checkpoint truncated while reading '", field, "' at byte ",
+                               consumed_, " (", n, " bytes needed, the stream ended after ", avail, ")");
+      }
+    }
+  }
+  std::size_t read_some(char* dst, std::size_t n) {
+    if (!is_.good() && !is_.eof())
+      fail<checkpoint_error>("nestla: ", what_, ": reading the checkpoint stream failed (the stream is in a failed state)");
+    std::streamsize got = 0;
+    try {
+      is_.read(dst, static_cast<std::streamsize>(n));
+      got = is_.gcount();
+    } catch (const std::ios_base::failure&) {
+      // Streams with exceptions() set throw at the end of data, or on an error.
+      if (!is_.eof() || is_.bad()) fail<checkpoint_error>("nestla: ", what_, ": reading the checkpoint stream failed");
+      got = is_.gcount();
+    }
+    if (is_.bad()) fail<checkpoint_error>("nestla: ", what_, ": reading the checkpoint stream failed");
+    return static_cast<std::size_t>(got);
   }
 
-  std::string buf_;
+  std::istream& is_;
   std::string what_;
-  std::size_t pos_ = 0, end_ = 0;
-  bool computed_ok_ = false;
+  std::string_view field_;
+  std::uint64_t max_bytes_;
+  std::unique_ptr<char[]> buf_;
+  std::size_t cap_ = 0, head_ = 0, tail_ = 0;
+  std::uint64_t consumed_ = 0;
+  std::uint32_t crc_ = 0;
 };
 
 }  // namespace nestla::detail

@@ -8,6 +8,8 @@
 #include <new>
 #include <utility>
 
+#include "nestla/detail/checked.hpp"
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -20,10 +22,13 @@ namespace nestla::detail {
 // blocks of 2 MiB and more are aligned to 2 MiB and advised as huge pages
 // before their first touch; smaller ones are aligned to a cache line.
 // Release with std::free.
+// Throws std::bad_alloc, also for requests no allocation can hold (the
+// rounding would wrap them to a small block).
 inline void* allocate_host_bytes(std::size_t bytes) {
   constexpr std::size_t huge = std::size_t(2) << 20;
   const std::size_t align = bytes >= huge ? huge : 64;
-  const std::size_t rounded = (bytes + align - 1) / align * align;
+  if (bytes > max_object_bytes || round_up_overflows(bytes, align)) throw std::bad_alloc();
+  const std::size_t rounded = round_up_unchecked(bytes, align);
   void* p = std::aligned_alloc(align, rounded);
   if (!p) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -60,7 +65,8 @@ class host_buffer {
  private:
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
-    const std::size_t bytes = n * sizeof(T);
+    std::size_t bytes = 0;
+    if (!object_bytes<T>(n, bytes)) throw std::bad_array_new_length();
     void* p = allocate_host_bytes(bytes);
     std::memset(p, 0, bytes);
     return static_cast<T*>(p);
