@@ -17,7 +17,7 @@ using nestla::Momentum;
 // stepped before the load (bit 4), and whether the input carries its own
 // trailing CRC-32 (bit 7); otherwise the harness appends the right one, so
 // mutations reach the parser instead of dying at the checksum.
-inline constexpr unsigned variant_count = 10;
+inline constexpr unsigned variant_count = 16;
 inline constexpr unsigned stepped_target_bit = 0x10;
 inline constexpr unsigned raw_crc_bit = 0x80;
 
@@ -64,8 +64,21 @@ void with_variant(unsigned i, F&& f) {
                                                                       {.k = 2, .momentum = Momentum::reset},
                                                                       {.k = 2, .momentum = Momentum::keep}});
       });
-    default:
+    case 9:
       return f([] { return nestla::nested<3>(nestla::SGD<float>({.lr = 0.05}), {{.k = 2}, {.k = 3}, {.k = 2}}); });
+    // The other update rules: each reads its own options and scalars (NAdam's
+    // mu_product, Adagrad's and Rprop's state starting values).
+    case 10: return f([] { return nestla::NAdam<double>({.lr = 0.01, .decoupled_weight_decay = true}); });
+    case 11: return f([] { return nestla::ranger<float>({.lr = 0.01, .k = 2}); });
+    case 12:
+      return f([] {
+        return nestla::Lookahead(nestla::RMSprop<float>({.lr = 0.01, .momentum = 0.9, .centered = true}),
+                                 {.k = 2, .momentum = Momentum::pullback});
+      });
+    case 13: return f([] { return nestla::Adagrad<double>({.lr = 0.05, .initial_accumulator_value = 0.1}); });
+    case 14: return f([] { return nestla::Lookahead(nestla::Rprop<float>({.lr = 0.02}), {.k = 3}); });
+    default:
+      return f([] { return nestla::Lookahead(nestla::Lion<float>({.lr = 1e-3}), {.k = 2, .momentum = Momentum::reset}); });
   }
 }
 
