@@ -5,7 +5,9 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <istream>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -16,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "nestla/clip.hpp"
 #include "nestla/detail/checkpoint_io.hpp"
 #include "nestla/error.hpp"
 #include "nestla/parameter_set.hpp"
@@ -49,7 +52,8 @@ inline void validate_group(const GroupOptions& g, const char* who) {
 }
 
 inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
-inline constexpr std::uint32_t checkpoint_version = 2;
+// Version 3 added the base optimizer's gradient clipping.
+inline constexpr std::uint32_t checkpoint_version = 3;
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
 
 // nvcc's device pass compiles every __host__ __device__ instantiation it
@@ -168,6 +172,24 @@ struct field_reader {
     }
   }
 };
+
+// A clipping wrapper around the update functor op, built on zeroed bytes: the
+// CUDA backend shares a functor between tensors whose bytes are equal, and
+// uninitialized padding would tell equal ones apart.
+template <class W, class Op, class T>
+W clip_wrapper(const Op& op, T a, T b, const T* at) {
+  W w;
+  std::memset(static_cast<void*>(&w), 0, sizeof(W));
+  w.op = op;
+  if constexpr (requires { w.coef_at; }) {
+    w.coef = a;
+    w.coef_at = at;
+  } else {
+    w.lo = a;
+    w.hi = b;
+  }
+  return w;
+}
 
 template <class Top, class P, class G>
 bool run_step(Top& top, P& params, G& grads);
@@ -313,11 +335,40 @@ class BaseOptimizer {
   typename Backend::context& context() noexcept { return ctx_; }
 
   // Opt-in guard: a step whose gradients hold NaN or infinity is skipped
-  // entirely (no state, counter or parameter changes) and counted.
+  // entirely (no state, counter or parameter changes) and counted. The guard
+  // decides before clipping: with both on, such a step is skipped, not
+  // clipped (and error_if_nonfinite does not throw for it).
   void set_skip_nonfinite(bool on) noexcept { guard_ = on; }
   bool skip_nonfinite() const noexcept { return guard_; }
   std::uint64_t skipped_steps() const noexcept { return skipped_; }
   bool last_step_skipped() const noexcept { return last_skipped_; }
+
+  // --- gradient clipping (nestla/clip.hpp) ------------------------------------
+  // torch.nn.utils.clip_grad_norm_ / clip_grad_value_ on the gradients of
+  // every step of this optimizer (in a nested optimizer: every base step),
+  // before the update rule sees them. Unlike torch, the gradients are only
+  // read: the update pass multiplies (clamps) each gradient as it loads it,
+  // so the user's gradients keep their values. Clipping by norm reads the
+  // gradients once more for the norm (shared with the non-finite guard when
+  // both are on). One mode at a time: setting one replaces the other.
+  void set_clip_grad_norm(const ClipGradNorm& c) {
+    detail::validate_clip_norm(c, "set_clip_grad_norm");
+    clip_ = {GradClip::Mode::norm, c, 0};
+  }
+  void set_clip_grad_value(double clip_value) {
+    detail::validate_clip_value(clip_value, "set_clip_grad_value");
+    clip_ = {GradClip::Mode::value, {}, clip_value};
+  }
+  void clear_clip_grad() noexcept { clip_ = {}; }
+  const GradClip& clip_grad() const noexcept { return clip_; }
+  // The total norm (clip_grad_norm_'s return value) the last step measured,
+  // also for a step the guard skipped; NaN before any. On a device backend
+  // this waits for the GPU.
+  double last_grad_norm() const {
+    if constexpr (requires(const typename Backend::context& c) { Backend::template read_grad_norm<T>(c); })
+      if (last_norm_on_device_) return static_cast<double>(Backend::template read_grad_norm<T>(ctx_));
+    return last_norm_;
+  }
 
   // Steps taken (t in the update rules); skipped steps are not counted.
   std::uint64_t step_count() const noexcept { return t_; }
@@ -380,13 +431,43 @@ class BaseOptimizer {
     for (auto& v : views_) sizes.push_back(v.size);
     return Layout::of<T>(sizes);
   }
+  // The gradients' pre-pass, before anything changes: the non-finite guard
+  // and clipping's norm. Returns false when the guard skips the step.
+  //
+  // Distributed training: clipping must see the gradients the update will
+  // use. When they are averaged over workers, the averaging has to be done
+  // before this runs (the bound gradients are then the mean), or the norm
+  // pass has to apply the update pass's division to each element.
   bool note_guard() {
     last_skipped_ = false;
-    if (guard_ && !Backend::template all_finite<T>(ctx_, views_)) {
-      ++skipped_;
-      last_skipped_ = true;
-      return false;
+    clip_pass_ = clip_pass::none;
+    bool finite_known = false;
+    if (clip_.mode == GradClip::Mode::norm) {
+      const ClipGradNorm& c = clip_.norm;
+      const auto r = Backend::template grad_norm<T>(ctx_, std::span<const TensorRef<T>>(views_),
+                                                   detail::norm_spec::of(c.norm_type), static_cast<T>(c.max_norm),
+                                                   guard_ || c.error_if_nonfinite);
+      last_norm_ = r.on_host ? static_cast<double>(r.norm) : std::numeric_limits<double>::quiet_NaN();
+      last_norm_on_device_ = !r.on_host;
+      if (r.on_host) {
+        // A NaN or infinite gradient makes the norm NaN or infinite, so a
+        // finite norm answers the guard; a non-finite one may be overflow.
+        const bool finite_norm = std::isfinite(static_cast<double>(r.norm));
+        if (guard_ && !finite_norm && !Backend::template all_finite<T>(ctx_, views_)) return skip();
+        finite_known = true;
+        if (c.error_if_nonfinite && !finite_norm)
+          detail::fail_nonfinite_norm("step", c.norm_type, static_cast<double>(r.norm));
+      }
+      // g * 1 == g for every g: a coefficient of 1 known here runs the plain
+      // pass, with torch's bits and without the multiply.
+      if (r.at || r.coef != T(1)) {
+        clip_pass_ = clip_pass::scale;
+        clip_coef_ = r.coef;
+        clip_at_ = r.at;
+      }
     }
+    if (guard_ && !finite_known && !Backend::template all_finite<T>(ctx_, views_)) return skip();
+    if (clip_.mode == GradClip::Mode::value) clip_pass_ = clip_pass::clamp;
     return true;
   }
   void write_state(detail::checkpoint_writer& w) const {
@@ -402,6 +483,7 @@ class BaseOptimizer {
       w.put<double>(g.options.weight_decay.value_or(0));
     }
     write_own(w);
+    write_clip(w);
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
     t_ = r.get<std::uint64_t>("step count");
@@ -439,6 +521,7 @@ class BaseOptimizer {
       initialized_ = false;
     }
     read_own(r);
+    read_clip(r);
   }
 
  private:
@@ -500,8 +583,28 @@ class BaseOptimizer {
       if constexpr (S == state_count) return op;
       else return detail::masked_update<Op, state_count, mask>{op};
     };
-    if constexpr (detail::skip_in_device_pass<Backend>) return;
-    else Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
+    if constexpr (detail::skip_in_device_pass<Backend>) {
+      return;
+    } else {
+      auto pass = [&](auto&& make_op) {
+        Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make_op);
+      };
+      using M = decltype(make(0));
+      switch (clip_pass_) {
+        case clip_pass::none: pass(make); break;
+        case clip_pass::scale:
+          pass([&](std::size_t i) {
+            return detail::clip_wrapper<detail::scaled_grad<M, T>>(make(i), clip_coef_, T(0), clip_at_);
+          });
+          break;
+        case clip_pass::clamp:
+          pass([&](std::size_t i) {
+            const T v(clip_.clip_value);
+            return detail::clip_wrapper<detail::clamped_grad<M, T>>(make(i), T(-v), v, static_cast<const T*>(nullptr));
+          });
+          break;
+      }
+    }
   }
 
   void write_own(detail::checkpoint_writer& w) const {
@@ -547,6 +650,47 @@ class BaseOptimizer {
     }
   }
 
+  bool skip() {
+    ++skipped_;
+    last_skipped_ = true;
+    return false;
+  }
+
+  // Clipping: its mode, then max_norm, norm_type, error_if_nonfinite and
+  // clip_value, with zeros in the fields the mode does not use.
+  void write_clip(detail::checkpoint_writer& w) const {
+    const bool norm = clip_.mode == GradClip::Mode::norm, value = clip_.mode == GradClip::Mode::value;
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(clip_.mode));
+    w.put<double>(norm ? clip_.norm.max_norm : 0);
+    w.put<double>(norm ? clip_.norm.norm_type : 0);
+    w.put<std::uint8_t>(norm && clip_.norm.error_if_nonfinite);
+    w.put<double>(value ? clip_.clip_value : 0);
+  }
+  void read_clip(detail::checkpoint_reader& r) {
+    const auto mode = r.get<std::uint8_t>("clip mode");
+    if (mode > static_cast<std::uint8_t>(GradClip::Mode::value))
+      r.error(detail::concat("field 'clip mode' = ", unsigned(mode), " is not a clipping mode"));
+    GradClip c;
+    c.mode = static_cast<GradClip::Mode>(mode);
+    detail::field_reader f{r};
+    f("clip max_norm", c.norm.max_norm);
+    f("clip norm_type", c.norm.norm_type);
+    f("clip error_if_nonfinite", c.norm.error_if_nonfinite);
+    f("clip clip_value", c.clip_value);
+    try {
+      if (c.mode == GradClip::Mode::norm) detail::validate_clip_norm(c.norm, "checkpoint");
+      if (c.mode == GradClip::Mode::value) detail::validate_clip_value(c.clip_value, "checkpoint");
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    const bool unused_set = (c.mode != GradClip::Mode::norm &&
+                             (c.norm.max_norm != 0 || c.norm.norm_type != 0 || c.norm.error_if_nonfinite)) ||
+                            (c.mode != GradClip::Mode::value && c.clip_value != 0);
+    if (unused_set) r.error("clipping fields are set that the clip mode does not use");
+    if (c.mode != GradClip::Mode::norm) c.norm = {};
+    clip_ = c;
+  }
+
   // Per tensor: its group, or -1.
   void map_groups(std::size_t count, std::vector<int>& map) const {
     map.assign(count, -1);
@@ -578,6 +722,14 @@ class BaseOptimizer {
   std::vector<int> tensor_group_;  // per tensor: its group, or -1
   bool guard_ = false, last_skipped_ = false;
   std::uint64_t skipped_ = 0;
+  GradClip clip_;
+  double last_norm_ = std::numeric_limits<double>::quiet_NaN();
+  bool last_norm_on_device_ = false;
+  // Scratch between note_guard and execute: how this step's pass clips.
+  enum class clip_pass : std::uint8_t { none, scale, clamp };
+  clip_pass clip_pass_ = clip_pass::none;
+  T clip_coef_ = T(1);
+  const T* clip_at_ = nullptr;
   // Scratch between plan_step and commit_step.
   std::vector<prepared_type> prepared_;  // per group + 1 (index 0: tensors in no group)
   unsigned pending_mask_ = 0;
