@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""torch.optim steps on the CPU (SGD, Adam, AdamW; foreach off/on, fused; Python Lookahead 1-2 deep) on nestla_bench's tensors, as JSON."""
+"""torch.optim steps on the CPU (SGD, Adam, AdamW; foreach off/on, fused; Adam after clip_grad_norm_ / clip_grad_value_; Python Lookahead 1-2 deep) on nestla_bench's tensors, as JSON."""
 import argparse
 import inspect
 import json
@@ -48,6 +48,22 @@ class Base:
 
     def levels(self):
         return []
+
+
+class Clipped(Base):
+    """torch.nn.utils.clip_grad_norm_ (max_norm 1) or clip_grad_value_ (5e-3) before every step, as users write it."""
+
+    def __init__(self, opt, params, how):
+        super().__init__(opt, params)
+        self.how = how
+
+    def step(self):
+        if self.how == "norm":
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        else:
+            torch.nn.utils.clip_grad_value_(self.params, 5e-3)
+        self.opt.step()
+        return True
 
 
 class Lookahead:
@@ -133,6 +149,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--filter", default="", help="only configs whose name contains this")
+    ap.add_argument("--sets", nargs="+", default=["single", "resnet18"], help="parameter sets to run")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -142,6 +159,8 @@ def main():
     for threads in args.threads:
         torch.set_num_threads(threads)
         for set_name, shapes in sets.items():
+            if set_name not in args.sets:
+                continue
             best_adam = None
             for name, factory in optimizer_configs():
                 if args.filter not in name:
@@ -163,6 +182,19 @@ def main():
                 del model, params
             if best_adam is None:
                 continue
+            # Gradient clipping before the fastest Adam of this set and thread count.
+            for how, label in (("norm", "clip_grad_norm_"), ("value", "clip_grad_value_")):
+                name = f"Adam+{label} ({best_adam[0]})"
+                if args.filter not in name:
+                    continue
+                params = make_params(shapes)
+                model = Clipped(best_adam[2](params), params, how)
+                sec, best, samples = time_steps(model, 1, args.min_time, args.reps)
+                results.append({"set": set_name, "threads": threads, "config": name, "s_per_step": sec,
+                                "best_s_per_step": best, "samples": samples})
+                print(f"{set_name:9s} t{threads} {name:22s} {sec * 1e3:8.2f} ms (best {best * 1e3:.2f})",
+                      file=sys.stderr)
+                del model, params
             # Lookahead over the fastest Adam of this set and thread count.
             for depth in (1, 2):
                 name = f"LA{depth}-Adam ({best_adam[0]})"

@@ -109,9 +109,11 @@ constexpr void check_grad_set() {
 // g <- f(g) over n elements, SIMD body and scalar tail alike.
 template <class T, class F>
 void map_in_place(T* g, std::size_t n, F f) {
-  using B = simd<T>;
   std::size_t i = 0;
+#if !defined(__CUDA_ARCH__)  // nvcc's device pass: host SIMD vectors have no device form
+  using B = simd<T>;
   for (; i + B::size <= n; i += B::size) f(B::load_unaligned(g + i)).store_unaligned(g + i);
+#endif
   for (; i < n; ++i) g[i] = f(g[i]);
 }
 

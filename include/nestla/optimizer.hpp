@@ -463,7 +463,7 @@ class BaseOptimizer {
       if (r.at || r.coef != T(1)) {
         clip_pass_ = clip_pass::scale;
         clip_coef_ = r.coef;
-        clip_at_ = r.at;
+        clip_at_ = r.at ? r.at + 1 : nullptr;  // the coefficient follows the norm
       }
     }
     if (guard_ && !finite_known && !Backend::template all_finite<T>(ctx_, views_)) return skip();

@@ -57,20 +57,20 @@ struct norm_spec {
 // Host arithmetic: the operators as written.
 struct plain_arith {
   template <class X>
-  static X add(X a, X b) {
+  NESTLA_HOST_DEVICE static X add(X a, X b) {
     return a + b;
   }
   template <class X>
-  static X mul(X a, X b) {
+  NESTLA_HOST_DEVICE static X mul(X a, X b) {
     return a * b;
   }
   template <class X>
-  static X div(X a, X b) {
+  NESTLA_HOST_DEVICE static X div(X a, X b) {
     return a / b;
   }
-  static double sqrt(double x) { return std::sqrt(x); }
+  NESTLA_HOST_DEVICE static double sqrt(double x) { return std::sqrt(x); }
   template <class X>
-  static X pow(X a, X b) {
+  NESTLA_HOST_DEVICE static X pow(X a, X b) {
     return std::pow(a, b);
   }
 };
