@@ -244,7 +244,7 @@ struct xsimd_adam_case final : live_case {
         const std::size_t lo = std::min(resnet18_numel, (chunk * k + pad - 1) / pad * pad);
         const std::size_t hi =
             k + 1 == parts ? resnet18_numel : std::min(resnet18_numel, (chunk * (k + 1) + pad - 1) / pad * pad);
-        using B = xsimd::batch<float>;
+        using B = nestla::detail::simd<float>;  // xsimd::batch<float> behind the vector type update rules see
         float *pp = p.data(), *mm = m.data(), *vv = v.data();
         const float* gg = g.data();
         std::size_t i = lo;

@@ -142,6 +142,26 @@ def time_steps(model, cycle, min_time, reps):
     return statistics.median(samples), sum(best) / cycle, samples
 
 
+def time_rotation(models, min_time, reps):
+    """Like time_steps for single-step models, but the models take turns (one block of steps each per rotation),
+    so that they share the machine's state; returns per model its median seconds per step and the median over
+    rotations of its time over the first model's."""
+    for m in models:
+        for _ in range(3):
+            m.step()
+    t0 = time.perf_counter()
+    models[0].step()
+    block = max(1, math.ceil(min_time / 10 / max(time.perf_counter() - t0, 1e-9)))
+    per = [[] for _ in models]
+    for _ in range(reps * 10):
+        for k, m in enumerate(models):
+            t0 = time.perf_counter()
+            for _ in range(block):
+                m.step()
+            per[k].append((time.perf_counter() - t0) / block)
+    return [(statistics.median(p), statistics.median(x / y for x, y in zip(p, per[0]))) for p in per]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shapes", required=True)
@@ -182,19 +202,20 @@ def main():
                 del model, params
             if best_adam is None:
                 continue
-            # Gradient clipping before the fastest Adam of this set and thread count.
-            for how, label in (("norm", "clip_grad_norm_"), ("value", "clip_grad_value_")):
-                name = f"Adam+{label} ({best_adam[0]})"
-                if args.filter not in name:
-                    continue
-                params = make_params(shapes)
-                model = Clipped(best_adam[2](params), params, how)
-                sec, best, samples = time_steps(model, 1, args.min_time, args.reps)
-                results.append({"set": set_name, "threads": threads, "config": name, "s_per_step": sec,
-                                "best_s_per_step": best, "samples": samples})
-                print(f"{set_name:9s} t{threads} {name:22s} {sec * 1e3:8.2f} ms (best {best * 1e3:.2f})",
-                      file=sys.stderr)
-                del model, params
+            # Gradient clipping before the fastest Adam of this set and thread count, in rotation with that
+            # Adam alone: the ratio is paired (same seconds of the same process).
+            names = [f"Adam+{label} ({best_adam[0]})" for label in ("clip_grad_norm_", "clip_grad_value_")]
+            if any(args.filter in n for n in names):
+                sets_ = [make_params(shapes) for _ in range(3)]
+                models = [Base(best_adam[2](sets_[0]), sets_[0])]
+                models += [Clipped(best_adam[2](ps), ps, how) for ps, how in zip(sets_[1:], ("norm", "value"))]
+                timed = time_rotation(models, args.min_time, args.reps)
+                for name, (sec, ratio) in zip(["rotation base: " + best_adam[0]] + names, timed):
+                    results.append({"set": set_name, "threads": threads, "config": name, "s_per_step": sec,
+                                    "best_s_per_step": sec, "ratio_to_adam": ratio})
+                    print(f"{set_name:9s} t{threads} {name:22s} {sec * 1e3:8.2f} ms ({ratio:.3f}x Adam, paired)",
+                          file=sys.stderr)
+                del models, sets_
             # Lookahead over the fastest Adam of this set and thread count.
             for depth in (1, 2):
                 name = f"LA{depth}-Adam ({best_adam[0]})"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Generate tests/data/golden_clip.json: gradient clipping by PyTorch, for tests/test_clip.cpp.
 
-Run with PyTorch 2.x from PyPI (the values below were made with 2.15.0):
+Run with a Python that has PyTorch 2.x from PyPI (the committed file was made
+with 2.15.0; Debian's 1.13 lacks torch.nn.utils.get_total_norm):
 
-    /work/venv-torch/bin/python tools/make_golden_clip.py
+    python3 tools/make_golden_clip.py
 
 The output is deterministic (byte-identical on a rerun): PyTorch's CPU kernels
 are pinned to the portable code path (ATEN_CPU_CAPABILITY=default, no fused

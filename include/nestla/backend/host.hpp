@@ -325,13 +325,10 @@ struct host {
   }
 
  private:
-  // One piece's partial of the gradient norm: lanes as detail/grad_norm.hpp
-  // assigns them, whole rows of lanes in SIMD vectors (each lane still
-  // accumulates its own elements in order), then the halving tree.
+  // One piece's partial of the gradient norm, with the lanes
+  // detail/grad_norm.hpp assigns.
   template <class T>
   static double norm_piece(const T* g, std::size_t n, const detail::norm_spec& s) {
-    constexpr std::size_t L = detail::norm_lanes;
-    alignas(64) T lanes[L]{};
 #if defined(__CUDA_ARCH__)
     // nvcc's device pass compiles every host-device instantiation it meets;
     // one over host SIMD vectors has no device form (as skip_in_device_pass).
@@ -339,34 +336,48 @@ struct host {
     return 0;
 #else
     switch (s.kind) {
-      case detail::norm_kind::two: norm_rows<detail::norm_kind::two>(lanes, g, n); break;
-      case detail::norm_kind::one: norm_rows<detail::norm_kind::one>(lanes, g, n); break;
-      case detail::norm_kind::inf: norm_rows<detail::norm_kind::inf>(lanes, g, n); break;
-      default:  // |x|^p: no vector pow rounds as std::pow does
+      case detail::norm_kind::two: return norm_piece_simd<detail::norm_kind::two>(g, n);
+      case detail::norm_kind::one: return norm_piece_simd<detail::norm_kind::one>(g, n);
+      case detail::norm_kind::inf: return norm_piece_simd<detail::norm_kind::inf>(g, n);
+      default: {  // |x|^p: no vector pow rounds as std::pow does
+        constexpr std::size_t L = detail::norm_lanes;
+        T lanes[L]{};
         for (std::size_t l = 0; l < L && l < n; ++l)
           lanes[l] = detail::lane_value<detail::norm_kind::p, detail::plain_arith>(g, n, l, T(s.p));
+        for (std::size_t w = L / 2; w > 0; w /= 2)
+          for (std::size_t l = 0; l < w; ++l) detail::tree_level<detail::plain_arith>(lanes, l, w, s.kind);
+        return lanes[0];
+      }
     }
-    for (std::size_t w = L / 2; w > 0; w /= 2)
-      for (std::size_t l = 0; l < w; ++l) detail::tree_level<detail::plain_arith>(lanes, l, w, s.kind);
-    return lanes[0];
 #endif
   }
 
+  // The same in SIMD vectors: each lane still accumulates its own elements in
+  // order (a row of L elements at a time), and the tree's levels combine
+  // whole vectors while they are at least one vector wide.
   template <detail::norm_kind K, class T>
-  static void norm_rows(T* lanes, const T* g, std::size_t n) {
+  static double norm_piece_simd(const T* g, std::size_t n) {
     using B = detail::simd<T>;
     using A = detail::plain_arith;
     constexpr std::size_t L = detail::norm_lanes, W = B::size;
     static_assert(L % W == 0, "nestla: a row of lanes must be whole vectors");
-    const B unused(T(0));
+    alignas(64) T lanes[L]{};
+    const B zero(T(0));
     std::size_t j = 0;
     for (; j + L <= n; j += L)
       for (std::size_t v = 0; v < L; v += W)
-        detail::norm_step<K, A>(B::load_unaligned(lanes + v), B::load_unaligned(g + j + v), unused).store_unaligned(lanes + v);
-    std::size_t v = 0;
+        detail::norm_step<K, A>(B::load_unaligned(lanes + v), B::load_unaligned(g + j + v), zero).store_unaligned(lanes + v);
+    std::size_t v = 0;  // the last, partial row
     for (; j + v + W <= n; v += W)
-      detail::norm_step<K, A>(B::load_unaligned(lanes + v), B::load_unaligned(g + j + v), unused).store_unaligned(lanes + v);
+      detail::norm_step<K, A>(B::load_unaligned(lanes + v), B::load_unaligned(g + j + v), zero).store_unaligned(lanes + v);
     for (; j + v < n; ++v) lanes[v] = detail::norm_step<K, A>(lanes[v], g[j + v], T(0));
+    std::size_t w = L / 2;
+    for (; w >= W; w /= 2)
+      for (std::size_t l = 0; l < w; l += W)
+        detail::norm_combine<K, A>(B::load_unaligned(lanes + l), B::load_unaligned(lanes + l + w)).store_unaligned(lanes + l);
+    for (; w > 0; w /= 2)
+      for (std::size_t l = 0; l < w; ++l) lanes[l] = detail::norm_combine<K, A>(lanes[l], lanes[l + w]);
+    return lanes[0];
   }
 
   template <class T, std::size_t S, class Op>

@@ -95,6 +95,11 @@ template <class A, class X>
 NESTLA_HOST_DEVICE inline X norm_combine(X a, X b, norm_kind k) {
   return k == norm_kind::inf ? max_nan(a, b) : A::add(a, b);
 }
+template <norm_kind K, class A, class X>
+NESTLA_HOST_DEVICE inline X norm_combine(X a, X b) {
+  if constexpr (K == norm_kind::inf) return max_nan(a, b);
+  else return A::add(a, b);
+}
 
 // Lane `lane` of the piece g[0, n): its elements lane, lane + norm_lanes, ...
 template <norm_kind K, class A, class T>
