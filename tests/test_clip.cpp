@@ -335,6 +335,28 @@ TEST_CASE("the option is the free function followed by an unclipped step, bit fo
   check_option_is_function_all<double>();
 }
 
+TEST_CASE("switching the clipping mode between steps") {
+  const std::vector<std::size_t> sizes{300, 5000};
+  nestla::Adam<double> a({.lr = 1e-2}), b({.lr = 1e-2});
+  Set<double> pa = grads_for<double>(5, sizes), pb = pa;
+  for (int s = 0; s < 6; ++s) {
+    const Set<double> g = grads_for<double>(90 + std::uint64_t(s), sizes);
+    Set<double> gb = g;
+    if (s % 3 == 0) {
+      a.set_clip_grad_norm({.max_norm = 0.5});
+      nestla::clip_grad_norm(gb, 0.5);
+    } else if (s % 3 == 1) {
+      a.set_clip_grad_value(0.1);
+      nestla::clip_grad_value(gb, 0.1);
+    } else {
+      a.clear_clip_grad();
+    }
+    a.step(pa, g);
+    b.step(pb, gb);
+    REQUIRE(same_bits(pa, pb));
+  }
+}
+
 TEST_CASE("a coefficient of 1 changes no bit: a step with a large max_norm is an unclipped step") {
   const std::vector<std::size_t> sizes{300, 5000};
   nestla::Adam<float> a({.lr = 1e-2}), b({.lr = 1e-2});

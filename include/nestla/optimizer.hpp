@@ -173,21 +173,19 @@ struct field_reader {
   }
 };
 
-// A clipping wrapper around the update functor op, built on zeroed bytes: the
+// The update functor op with its gradient clipped, built on zeroed bytes: the
 // CUDA backend shares a functor between tensors whose bytes are equal, and
 // uninitialized padding would tell equal ones apart.
-template <class W, class Op, class T>
-W clip_wrapper(const Op& op, T a, T b, const T* at) {
-  W w;
-  std::memset(static_cast<void*>(&w), 0, sizeof(W));
+template <class Op, class T>
+clipped_grad<Op, T> clip_functor(const Op& op, T coef, T lo, T hi, const T* coef_at, bool clamp) {
+  clipped_grad<Op, T> w;
+  std::memset(static_cast<void*>(&w), 0, sizeof(w));
   w.op = op;
-  if constexpr (requires { w.coef_at; }) {
-    w.coef = a;
-    w.coef_at = at;
-  } else {
-    w.lo = a;
-    w.hi = b;
-  }
+  w.coef = coef;
+  w.lo = lo;
+  w.hi = hi;
+  w.coef_at = coef_at;
+  w.clamp = clamp;
   return w;
 }
 
@@ -589,20 +587,13 @@ class BaseOptimizer {
       auto pass = [&](auto&& make_op) {
         Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make_op);
       };
-      using M = decltype(make(0));
-      switch (clip_pass_) {
-        case clip_pass::none: pass(make); break;
-        case clip_pass::scale:
-          pass([&](std::size_t i) {
-            return detail::clip_wrapper<detail::scaled_grad<M, T>>(make(i), clip_coef_, T(0), clip_at_);
-          });
-          break;
-        case clip_pass::clamp:
-          pass([&](std::size_t i) {
-            const T v(clip_.clip_value);
-            return detail::clip_wrapper<detail::clamped_grad<M, T>>(make(i), T(-v), v, static_cast<const T*>(nullptr));
-          });
-          break;
+      if (clip_pass_ == clip_pass::none) {
+        pass(make);
+      } else {
+        const bool clamp = clip_pass_ == clip_pass::clamp;
+        const T v(clamp ? clip_.clip_value : 0);
+        const T* at = clamp ? nullptr : clip_at_;
+        pass([&](std::size_t i) { return detail::clip_functor(make(i), clip_coef_, T(-v), v, at, clamp); });
       }
     }
   }

@@ -246,6 +246,24 @@ TEST_CASE("emulated kernels: gradient clipping by norm and by value, bit for bit
   h.set_clip_grad_value(0.3);
   e.set_clip_grad_value(0.3);
   check_clipping(std::move(h), std::move(e), 4);
+
+  // From norm to value clipping: the value step must not read the last norm's coefficient.
+  auto h2 = nestla::Adam<float>({.lr = 1e-2});
+  auto e2 = nestla::Adam<float, Emu>({.lr = 1e-2});
+  twin_set<float> set(sizes, 8, 2, 1);
+  for (int s = 0; s < 4; ++s) {
+    if (s % 2 == 0) {
+      h2.set_clip_grad_norm({.max_norm = 0.5});
+      e2.set_clip_grad_norm({.max_norm = 0.5});
+    } else {
+      h2.set_clip_grad_value(0.05);
+      e2.set_clip_grad_value(0.05);
+    }
+    set.make_grads(s);
+    h2.step(set.hp, set.hg);
+    e2.step(set.ep, set.eg);
+  }
+  CHECK(set.same_params());
 }
 
 TEST_CASE("emulated kernels: the gradient norm in float64, many tensors, and the non-finite paths") {

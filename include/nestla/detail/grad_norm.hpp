@@ -183,37 +183,32 @@ struct grad_norm_result {
   const T* at = nullptr;
 };
 
-// The update functor with its gradient multiplied by the clipping
-// coefficient first: the user's gradients are only read. coef_at, when set,
-// is device memory holding the coefficient, read by the kernel (resolve)
-// before the first element.
+// The update functor with its gradient clipped first: multiplied by the
+// norm's coefficient, or (clamp) clamped to [lo, hi] as clamp_min(lo) then
+// clamp_max(hi), which keeps a NaN. One type for both: each functor type is
+// another compiled variant of the whole update pass, and the branch is the
+// same for every element. The user's gradients are only read. coef_at, when
+// set, is device memory holding the coefficient, read by the kernel
+// (resolve) before the first element.
 template <class Op, class T>
-struct scaled_grad {
+struct clipped_grad {
   Op op;
-  T coef;
+  T coef, lo, hi;
   const T* coef_at;
+  bool clamp;
 
   NESTLA_HOST_DEVICE void resolve() {
     if (coef_at) coef = *coef_at;
   }
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    op(p, g * V(coef), s);
-  }
-};
-
-// The update functor with its gradient clamped to [lo, hi] first, as
-// clamp_min(lo) then clamp_max(hi): a NaN stays NaN.
-template <class Op, class T>
-struct clamped_grad {
-  Op op;
-  T lo, hi;
-
-  template <class V>
-  NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    const V l(lo), h(hi);
-    g = ops::select(g < l, l, g);
-    g = ops::select(g > h, h, g);
+    if (clamp) {
+      const V l(lo), h(hi);
+      g = ops::select(g < l, l, g);
+      g = ops::select(g > h, h, g);
+    } else {
+      g = g * V(coef);
+    }
     op(p, g, s);
   }
 };
