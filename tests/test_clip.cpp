@@ -325,6 +325,8 @@ void check_option_is_function_all() {
         },
         c, 9);
     check_option_is_function<T>([] { return nestla::SGD<T>({.lr = 0.1, .momentum = 0.9, .nesterov = true}); }, c, 3);
+    // maximize: torch clips the gradient, then the optimizer negates it.
+    check_option_is_function<T>([] { return nestla::AdamW<T>({.lr = 1e-2, .maximize = true}); }, c, 3);
   }
 }
 

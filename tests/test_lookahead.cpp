@@ -3,8 +3,11 @@
 
 #include <nestla/nestla.hpp>
 
+#include <algorithm>
 #include <array>
+#include <sstream>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "reference.hpp"
@@ -69,6 +72,10 @@ void all_policies(const BaseOpts& bo, const std::array<int, D>& ks, const std::a
     }
     CAPTURE(c);
     using Base = std::conditional_t<std::is_same_v<BaseOpts, nestla::SGDOptions>, nestla::SGD<T>, nestla::Adam<T>>;
+    if (!Base(bo).has_first_moment() && std::any_of(lv, lv + D, [](auto& o) { return o.momentum == Momentum::pullback; })) {
+      CHECK_THROWS_AS(nestla::nested<D>(Base(bo), lv), nestla::invalid_option);  // nothing to pull back
+      continue;
+    }
     auto opt = nestla::nested<D>(Base(bo), lv);
     compare<T>(opt, r, steps);
   }
@@ -79,7 +86,8 @@ void all_policies(const BaseOpts& bo, const std::array<int, D>& ks, const std::a
 TEST_CASE_TEMPLATE("Lookahead over SGD and Adam equals the reference at every policy", T, float, double) {
   all_policies<1, T>(nestla::SGDOptions{.lr = 0.05, .momentum = 0.9}, {5}, {0.5}, 23);
   all_policies<1, T>(nestla::AdamOptions{.lr = 0.01}, {5}, {0.5}, 23);
-  all_policies<1, T>(nestla::SGDOptions{.lr = 0.05}, {3}, {0.8}, 10);  // no first moment: policies are no-ops
+  // No first moment: reset does nothing, pullback is refused.
+  all_policies<1, T>(nestla::SGDOptions{.lr = 0.05}, {3}, {0.8}, 10);
 }
 
 TEST_CASE_TEMPLATE("Nested Lookahead depth 2 equals the reference at all 9 policy pairs", T, float, double) {
@@ -200,4 +208,83 @@ TEST_CASE("evaluating at the slow weights: swap in, swap back, finish on them") 
   CHECK(w == slow);
   Lookahead fresh(nestla::Adam<double>(), {});
   CHECK_THROWS_AS(fresh.swap_slow_weights(w), std::logic_error);
+}
+
+TEST_CASE("pullback over a base without a first moment is an error, wherever it would arise") {
+  using nestla::SGD;
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const nestla::invalid_option& e) {
+      return e.what();
+    }
+    return "(no exception)";
+  };
+  // At construction, naming the level (1 = innermost) and the reason.
+  CHECK(message([] { Lookahead(SGD<float>({.lr = 0.1}), {.momentum = Momentum::pullback}); }) ==
+        "nestla: Lookahead level 1 (1 = innermost), construction: momentum = pullback needs a first moment to pull "
+        "back, and the base optimizer SGD has none (SGD has one only with momentum > 0); use keep or reset, or give "
+        "the base a first moment");
+  CHECK(message([] {
+          nestla::nested<2>(SGD<float>({.lr = 0.1}), {{.k = 2}, {.k = 2, .momentum = Momentum::pullback}});
+        }).find("Lookahead level 2 (1 = innermost), construction") != std::string::npos);
+  CHECK_NOTHROW(Lookahead(SGD<float>({.lr = 0.1, .momentum = 0.9}), {.momentum = Momentum::pullback}));
+  CHECK_NOTHROW(Lookahead(SGD<float>({.lr = 0.1}), {.momentum = Momentum::reset}));
+
+  // set_options to pullback: refused, the old options stay.
+  Lookahead la(SGD<double>({.lr = 0.1}), {.k = 2, .alpha = 0.5});
+  auto o = la.options();
+  o.momentum = Momentum::pullback;
+  CHECK(message([&] { la.set_options(o); }).find("set_options: momentum = pullback") != std::string::npos);
+  CHECK(la.options().momentum == Momentum::keep);
+
+  // The base loses its first moment under a pullback level: the next step
+  // (and set_alpha) refuse, before anything changes; restoring the momentum
+  // or switching the level to keep or reset goes on.
+  Lookahead pb(SGD<double>({.lr = 0.1, .momentum = 0.9}), {.k = 2, .alpha = 0.5, .momentum = Momentum::pullback});
+  std::vector<double> w{1.0, -2.0}, g{0.5, 0.25};
+  pb.step(w, g);
+  pb.base().set_options({.lr = 0.1, .momentum = 0});
+  const auto before = w;
+  const auto steps = pb.base().step_count();
+  CHECK(message([&] { pb.step(w, g); }).find("level 1 (1 = innermost), step: momentum = pullback") != std::string::npos);
+  CHECK(w == before);
+  CHECK(pb.base().step_count() == steps);
+  CHECK(pb.cycles_since_sync() == 1);
+  CHECK_THROWS_AS(pb.set_alpha(0.7), nestla::invalid_option);
+  pb.base().set_options({.lr = 0.1, .momentum = 0.9});
+  CHECK(pb.step(w, g));  // completes the cycle: the sync pulls the momentum back
+  pb.base().set_options({.lr = 0.1, .momentum = 0});
+  CHECK_THROWS_AS(pb.step(w, g), nestla::invalid_option);
+  auto keep = pb.options();
+  keep.momentum = Momentum::keep;
+  pb.set_options(keep);
+  CHECK_NOTHROW(pb.step(w, g));
+
+  // Nor does a checkpoint bring that state back.
+  std::stringstream saved;
+  CHECK_FALSE(pb.base().has_first_moment());
+  CHECK_THROWS_AS(pb.set_options({.k = 2, .alpha = 0.5, .momentum = Momentum::pullback}), nestla::invalid_option);
+  CHECK(pb.options().momentum == Momentum::keep);
+  pb.base().set_options({.lr = 0.1, .momentum = 0.9});
+  pb.set_options({.k = 2, .alpha = 0.5, .momentum = Momentum::pullback});
+  pb.base().set_options({.lr = 0.1, .momentum = 0});
+  pb.save(saved);
+  Lookahead fresh(SGD<double>({.lr = 0.1, .momentum = 0.9}), {.k = 2, .alpha = 0.5, .momentum = Momentum::pullback});
+  try {
+    fresh.load(saved);
+    FAIL("loaded a pullback level over a base without a first moment");
+  } catch (const nestla::checkpoint_error& e) {
+    CHECK(std::string(e.what()).find("momentum = pullback needs a first moment") != std::string::npos);
+  }
+  CHECK(fresh.base().options().momentum == 0.9);
+
+  // A nested optimizer checks every level, the inner ones included.
+  auto nested = nestla::nested<2>(SGD<double>({.lr = 0.1, .momentum = 0.5}),
+                                  {{.k = 2, .momentum = Momentum::pullback}, {.k = 2}});
+  nested.base().set_lr(0.05);
+  nested.step(w, g);
+  nested.base().set_options({.lr = 0.1});
+  CHECK(message([&] { nested.step(w, g); }).find("level 1 (1 = innermost), step") != std::string::npos);
+  CHECK(nested.base().step_count() == 1);
 }

@@ -58,12 +58,16 @@ class Lookahead {
   using buffer = typename backend_type::template buffer<T>;
 
  public:
-  Lookahead(Inner inner, LookaheadOptions options = {})
-      : inner_(std::move(inner)), opts_(detail::validate(options)) {}
+  // options by const reference: see schedule.hpp on GCC 12 and by-value option structs.
+  Lookahead(Inner inner, const LookaheadOptions& options = {})
+      : inner_(std::move(inner)), opts_(detail::validate(options)) {
+    check_pullback(opts_, "construction");
+  }
 
   // One training step. Returns whether this level synced (completed a cycle).
   template <class P, class G>
   bool step(P&& params, G&& grads) {
+    check_levels();
     return detail::run_step(*this, params, grads);
   }
 
@@ -77,6 +81,7 @@ class Lookahead {
   // slow momenta at zero.
   void set_options(const LookaheadOptions& o) {
     detail::validate(o);
+    check_pullback(o, "set_options");
     if (o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized()) slow_m_ = buffer(slow_.size());
     opts_ = o;
   }
@@ -125,6 +130,13 @@ class Lookahead {
   void load(std::istream& is) { detail::load_checkpoint(*this, is); }
 
   // --- protocol between levels (not for users) -------------------------------
+  // Every level's policy still fits the base optimizer, whose first moment
+  // may have gone since (SGD's momentum set to 0): checked before a step
+  // changes anything.
+  void check_levels() const {
+    if constexpr (requires { inner_.check_levels(); }) inner_.check_levels();
+    check_pullback(opts_, "step");
+  }
   bool plan_step(StepPlan<T>& plan) {
     if (swapped_)
       detail::fail<std::logic_error>("nestla: step: the slow weights of a Lookahead level are swapped in; call "
@@ -133,9 +145,8 @@ class Lookahead {
     pending_inner_ = inner_done;
     pending_sync_ = inner_done && cycles_ + 1 >= static_cast<std::uint64_t>(opts_.k);
     if (pending_sync_) {
-      const bool pull = opts_.momentum == Momentum::pullback && base().has_first_moment();
-      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(), pull ? slow_m_.data() : nullptr, T(opts_.alpha),
-                                             pull || opts_.momentum != Momentum::pullback ? opts_.momentum : Momentum::keep};
+      const bool pull = opts_.momentum == Momentum::pullback;  // check_levels: the base has a first moment
+      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(), pull ? slow_m_.data() : nullptr, T(opts_.alpha), opts_.momentum};
     }
     return pending_sync_;
   }
@@ -199,9 +210,26 @@ class Lookahead {
       else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
     }
     inner_.read_state(r, l);
+    try {
+      check_pullback(opts_, "load");
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
   }
 
  private:
+  // pullback acts on the base optimizer's first moment: without one (SGD
+  // without momentum) it would do nothing, so it is refused rather than
+  // silently kept.
+  void check_pullback(const LookaheadOptions& o, const char* when) const {
+    if (o.momentum == Momentum::pullback && !base().has_first_moment())
+      detail::fail<invalid_option>("nestla: Lookahead level ", depth, " (1 = innermost), ", when,
+                                   ": momentum = pullback needs a first moment to pull back, and the base optimizer ",
+                                   base_type::type_name(),
+                                   " has none (SGD has one only with momentum > 0); use keep or reset, or give the base "
+                                   "a first moment");
+  }
+
   template <class P>
   std::span<const TensorRef<T>> bind_for_slow(P& params, const char* who) {
     if (!base().initialized())
@@ -242,10 +270,14 @@ auto wrap_levels(Opt opt, std::span<const LookaheadOptions> levels) {
 }
 }  // namespace detail
 
-template <int D, class Base>
+// The list's length is deduced apart from D, so that a list of fewer than D
+// levels is an error here instead of filling the rest with default levels.
+template <int D, class Base, std::size_t N>
   requires(D >= 1)
-nested_t<D, Base> nested(Base base, const LookaheadOptions (&levels)[D]) {
-  return detail::wrap_levels<0, D>(std::move(base), std::span<const LookaheadOptions>(levels, D));
+nested_t<D, Base> nested(Base base, const LookaheadOptions (&levels)[N]) {
+  static_assert(N == static_cast<std::size_t>(D),
+                "nestla::nested<D>(base, {...}): give exactly D level options, innermost first");
+  return detail::wrap_levels<0, D>(std::move(base), std::span<const LookaheadOptions>(levels, N));
 }
 
 // The same from a runtime list (e.g. per-level values from a command line),

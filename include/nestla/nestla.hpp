@@ -17,6 +17,7 @@
 #include "nestla/lookahead.hpp"
 #include "nestla/optimizer.hpp"
 #include "nestla/parameter_set.hpp"
+#include "nestla/schedule.hpp"
 #include "nestla/sgd.hpp"
 #include "nestla/step_plan.hpp"
 #include "nestla/tensor_traits.hpp"

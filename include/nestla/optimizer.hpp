@@ -114,26 +114,92 @@ constexpr unsigned uses_mask() {
   }
 }
 
-// The functor the backends run: the rule's, seeing all N states at their
-// indices while only the used ones (Mask) are loaded and stored. Unused
-// entries are never touched by a correct functor.
+// The functor the backends run when a variant uses states that are not a
+// prefix of the rule's (e.g. {0, 2}): the backends load and store only the
+// used ones, contiguously; this puts each at its rule index for the rule's
+// functor. Straight-line code over compile-time indices, so that it compiles
+// to nothing but register moves. (A prefix needs no wrapper: the functor just
+// never touches the entries past it.)
 template <class Op, std::size_t N, unsigned Mask>
 struct masked_update {
-  static constexpr std::size_t states = static_cast<std::size_t>(std::popcount(Mask));
   Op op;
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    V all[N > 0 ? N : 1];
-    std::size_t j = 0;
-    for (std::size_t k = 0; k < N; ++k)
-      if ((Mask >> k) & 1u) all[k] = s[j++];
+    call(p, g, s, std::make_index_sequence<N>{});
+  }
+
+ private:
+  // Where rule state K sits among the used ones.
+  template <std::size_t K>
+  static constexpr std::size_t slot = static_cast<std::size_t>(std::popcount(Mask & ((1u << K) - 1u)));
+  template <std::size_t K>
+  static constexpr bool used = ((Mask >> K) & 1u) != 0;
+
+  template <class V, std::size_t... K>
+  NESTLA_HOST_DEVICE void call(V& p, V g, V* s, std::index_sequence<K...>) const {
+    V all[N];
+    ((used<K> ? (void)(all[K] = s[slot<K>]) : (void)0), ...);
     op(p, g, all);
-    j = 0;
-    for (std::size_t k = 0; k < N; ++k)
-      if ((Mask >> k) & 1u) s[j++] = all[k];
+    ((used<K> ? (void)(s[slot<K>] = all[K]) : (void)0), ...);
   }
 };
+
+template <unsigned Mask>
+inline constexpr bool is_prefix_mask = (Mask & (Mask + 1u)) == 0;
+
+// The rule's functor on a transformed gradient: clamped to [lo, hi] when
+// clamp is set (clip_grad_value_, as clamp_min then clamp_max: a NaN stays
+// NaN), then times scale: clip_grad_norm_'s coefficient, and -1 for maximize
+// (torch clips .grad, then the optimizer negates it; negation is exact and
+// commutes with the rounding, so -(g c) is g (-c) to the bit). scale_at, when
+// set, is device memory holding a factor of the scale (the coefficient the
+// norm kernels computed), multiplied in by the kernel (resolve) before the
+// first element. Only steps that need it run it, so the plain path keeps its
+// code and speed; one type for every case, so a rule compiles one more
+// variant of the update pass, not one per case.
+template <class Op, class T>
+struct transformed_gradient {
+  Op op;
+  T scale, lo, hi;
+  const T* scale_at;
+  bool clamp;
+
+  NESTLA_HOST_DEVICE void resolve() {
+    if (scale_at) scale = scale * *scale_at;
+    scale_at = nullptr;
+  }
+  template <class V>
+  NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
+    if (clamp) {
+      const V l(lo), h(hi);
+      g = ops::select(g < l, l, g);
+      g = ops::select(g > h, h, g);
+    }
+    op(p, g * V(scale), s);
+  }
+};
+
+// Built on zeroed bytes: the CUDA backend shares a functor between tensors
+// whose bytes are equal, and uninitialized padding would tell equal ones apart.
+template <class Op, class T>
+transformed_gradient<Op, T> transform_gradient(const Op& op, T scale, T lo, T hi, const T* scale_at, bool clamp) {
+  transformed_gradient<Op, T> w;
+  std::memset(static_cast<void*>(&w), 0, sizeof(w));
+  w.op = op;
+  w.scale = scale;
+  w.lo = lo;
+  w.hi = hi;
+  w.scale_at = scale_at;
+  w.clamp = clamp;
+  return w;
+}
+
+template <class O>
+bool maximize_option(const O& o) {
+  if constexpr (requires { o.maximize; }) return static_cast<bool>(o.maximize);
+  else return false;
+}
 
 template <class O>
 double weight_decay_option(const O& o) {
@@ -172,22 +238,6 @@ struct field_reader {
     }
   }
 };
-
-// The update functor op with its gradient clipped, built on zeroed bytes: the
-// CUDA backend shares a functor between tensors whose bytes are equal, and
-// uninitialized padding would tell equal ones apart.
-template <class Op, class T>
-clipped_grad<Op, T> clip_functor(const Op& op, T coef, T lo, T hi, const T* coef_at, bool clamp) {
-  clipped_grad<Op, T> w;
-  std::memset(static_cast<void*>(&w), 0, sizeof(w));
-  w.op = op;
-  w.coef = coef;
-  w.lo = lo;
-  w.hi = hi;
-  w.coef_at = coef_at;
-  w.clamp = clamp;
-  return w;
-}
 
 template <class Top, class P, class G>
 bool run_step(Top& top, P& params, G& grads);
@@ -240,7 +290,9 @@ class BaseOptimizer {
   static constexpr int depth = 0;
   static constexpr std::size_t state_count = Rule::states.size();
 
-  explicit BaseOptimizer(options_type options = {}) : opts_(validated(options)) {}
+  // By const reference: GCC 12 with AVX-512 code generation miscompiles some
+  // small option structs passed by value (README, "Compilers and xsimd versions").
+  explicit BaseOptimizer(const options_type& options = {}) : opts_(validated(options)) {}
 
   static std::string type_name() { return std::string(Rule::name); }
 
@@ -460,8 +512,9 @@ class BaseOptimizer {
       // pass, with torch's bits and without the multiply.
       if (r.at || r.coef != T(1)) {
         clip_pass_ = clip_pass::scale;
-        clip_coef_ = r.coef;
-        clip_at_ = r.at ? r.at + 1 : nullptr;  // the coefficient follows the norm
+        // On a device backend the kernel reads the coefficient, which follows the norm.
+        clip_coef_ = r.at ? T(1) : r.coef;
+        clip_at_ = r.at ? r.at + 1 : nullptr;
       }
     }
     if (guard_ && !finite_known && !Backend::template all_finite<T>(ctx_, views_)) return skip();
@@ -578,22 +631,22 @@ class BaseOptimizer {
       }
     auto make = [&](std::size_t i) {
       const Op& op = std::get<Op>(prepared_[static_cast<std::size_t>(group_of(i) + 1)]);
-      if constexpr (S == state_count) return op;
+      if constexpr (detail::is_prefix_mask<mask>) return op;
       else return detail::masked_update<Op, state_count, mask>{op};
     };
     if constexpr (detail::skip_in_device_pass<Backend>) {
       return;
     } else {
-      auto pass = [&](auto&& make_op) {
-        Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make_op);
-      };
-      if (clip_pass_ == clip_pass::none) {
-        pass(make);
+      const T sign = detail::maximize_option(opts_) ? T(-1) : T(1);
+      if (clip_pass_ == clip_pass::none && sign == T(1)) {
+        Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
       } else {
         const bool clamp = clip_pass_ == clip_pass::clamp;
         const T v(clamp ? clip_.clip_value : 0);
-        const T* at = clamp ? nullptr : clip_at_;
-        pass([&](std::size_t i) { return detail::clip_functor(make(i), clip_coef_, T(-v), v, at, clamp); });
+        const T scale = clip_pass_ == clip_pass::scale ? sign * clip_coef_ : sign;
+        const T* at = clip_pass_ == clip_pass::scale ? clip_at_ : nullptr;
+        auto transformed = [&](std::size_t i) { return detail::transform_gradient(make(i), scale, T(-v), v, at, clamp); };
+        Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, transformed);
       }
     }
   }

@@ -17,6 +17,7 @@
 #include "nestla/detail/simd.hpp"
 #include "nestla/detail/thread_pool.hpp"
 #include "nestla/ops.hpp"
+#include "nestla/detail/xsimd_compat.hpp"
 #include "nestla/step_plan.hpp"
 
 // Adam's update does a sqrt and two divisions per element. With the 16-byte
@@ -254,7 +255,7 @@ struct host {
       for (; i + W <= t.size; i += W) acc = acc + B::load_unaligned(t.grad + i) * B(T(0));
       T tail = 0;
       for (; i < t.size; ++i) tail += t.grad[i] * T(0);
-      if (!(xsimd::hadd(acc) == T(0)) || !(tail == T(0))) return false;
+      if (!(detail::reduce_add(acc) == T(0)) || !(tail == T(0))) return false;
     }
     return true;
   }

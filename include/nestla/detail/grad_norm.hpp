@@ -1,4 +1,4 @@
-// clip_grad_norm_'s gradient norm in one fixed order for every backend, and the functors that clip inside the update pass.
+// clip_grad_norm_'s gradient norm in one fixed order for every backend (the host, the CUDA kernels and their emulation).
 //
 // The order, which makes the norm the same bits for any number of host
 // threads and on the CUDA backend as on the host:
@@ -181,36 +181,6 @@ struct grad_norm_result {
   bool on_host = true;
   T norm = T(0), coef = T(1);
   const T* at = nullptr;
-};
-
-// The update functor with its gradient clipped first: multiplied by the
-// norm's coefficient, or (clamp) clamped to [lo, hi] as clamp_min(lo) then
-// clamp_max(hi), which keeps a NaN. One type for both: each functor type is
-// another compiled variant of the whole update pass, and the branch is the
-// same for every element. The user's gradients are only read. coef_at, when
-// set, is device memory holding the coefficient, read by the kernel
-// (resolve) before the first element.
-template <class Op, class T>
-struct clipped_grad {
-  Op op;
-  T coef, lo, hi;
-  const T* coef_at;
-  bool clamp;
-
-  NESTLA_HOST_DEVICE void resolve() {
-    if (coef_at) coef = *coef_at;
-  }
-  template <class V>
-  NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (clamp) {
-      const V l(lo), h(hi);
-      g = ops::select(g < l, l, g);
-      g = ops::select(g > h, h, g);
-    } else {
-      g = g * V(coef);
-    }
-    op(p, g, s);
-  }
 };
 
 }  // namespace nestla::detail

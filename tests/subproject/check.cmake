@@ -1,0 +1,18 @@
+# Configures, builds and runs tests/subproject, which adds nestla with add_subdirectory.
+file(REMOVE_RECURSE ${BINARY_DIR})
+string(REPLACE "|" ":" prefix_path "${PREFIX_PATH}")  # as in tests/consumer/check.cmake
+set(ENV{CMAKE_PREFIX_PATH} "${prefix_path}")
+foreach(step configure build run)
+  if(step STREQUAL "configure")
+    set(cmd ${CMAKE_COMMAND} -S ${PROJECT_DIR} -B ${BINARY_DIR} -G ${GENERATOR} -DNESTLA_SOURCE_DIR=${SOURCE_DIR})
+  elseif(step STREQUAL "build")
+    set(cmd ${CMAKE_COMMAND} --build ${BINARY_DIR})
+  else()
+    set(cmd ${BINARY_DIR}/subproject)
+  endif()
+  execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${step} failed (${rc}): ${cmd}\n${out}")
+  endif()
+  message(STATUS "${out}")
+endforeach()
