@@ -1,4 +1,4 @@
-// nestla optimizer steps (every base optimizer, Ranger, Lookahead nested 1-3 deep) on ResNet-18-sized sets, three containers, against the memory roofline.
+// nestla optimizer steps (every base optimizer, Ranger, Lookahead nested 1-3 deep, Adam with gradient clipping) on ResNet-18-sized sets, three containers, against the memory roofline.
 #include <benchmark/benchmark.h>
 
 #include <nestla/eigen.hpp>
@@ -23,6 +23,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -164,6 +165,37 @@ struct step_case final : live_case {
       for (std::size_t i = 0; i < n; ++i) opt.step(set.params[0], set.grads[0]);
     else
       for (std::size_t i = 0; i < n; ++i) opt.step(set.params, set.grads);
+  }
+};
+
+// Adam on the ResNet-18 set with gradient clipping, the ways a user can do it.
+enum class clip_way {
+  none,          // plain Adam
+  option_norm,   // opt.set_clip_grad_norm, coefficient below 1 (the update pass multiplies)
+  option_norm1,  // the same with a max_norm above the norm: coefficient 1, the plain update pass
+  option_value,  // opt.set_clip_grad_value
+  free_norm,     // nestla::grad_norm + clip_grads_with_norm in place, then the step: torch's clip_grad_norm_ + step
+};
+struct clip_case final : live_case {
+  nestla::Adam<float> opt{{.lr = 1e-3}};
+  tensor_set<vector_kind> set;
+  clip_way way;
+  clip_case(clip_way w, const std::vector<Shape>& shapes, unsigned threads) : set(shapes), way(w) {
+    opt.set_threads(threads);
+    if (w == clip_way::option_norm) opt.set_clip_grad_norm({.max_norm = 1.0});
+    if (w == clip_way::option_norm1) opt.set_clip_grad_norm({.max_norm = 1e9});
+    if (w == clip_way::option_value) opt.set_clip_grad_value(5e-3);
+  }
+  void steps(std::size_t n) override {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (way == clip_way::free_norm) {
+        // A max_norm just below the norm: every call multiplies (as torch
+        // always does), and the gradients shrink by only 1e-5 per step.
+        const float total = nestla::grad_norm(set.grads);
+        nestla::clip_grads_with_norm(set.grads, 0.99999 * total, total);
+      }
+      opt.step(set.params, set.grads);
+    }
   }
 };
 
@@ -561,6 +593,26 @@ void register_all() {
             ->Unit(benchmark::kMillisecond)
             ->Repetitions(1)
             ->Iterations(rotations_for(3));
+      }
+      // The cost of gradient clipping: Adam with and without it, in rotation.
+      // Bytes per element: Adam 28; clipping by norm reads g once more (32);
+      // torch's way (norm, then g *= c in place, then the step) 28 + 4 + 8.
+      if (std::string(s.name) == "resnet18") {
+        std::vector<member> members;
+        for (auto [name, way, bytes] : {std::tuple{"Adam", clip_way::none, 28.0},
+                                        {"clip_norm", clip_way::option_norm, 32.0},
+                                        {"clip_norm_coef1", clip_way::option_norm1, 32.0},
+                                        {"clip_value", clip_way::option_value, 28.0},
+                                        {"torch_way", clip_way::free_norm, 40.0}})
+          members.push_back({name, 1, bytes * n, [=, w = way] {
+                               return std::unique_ptr<live_case>(new clip_case(w, shapes, threads));
+                             }});
+        const std::string key = "clip/Adam" + where;
+        benchmark::RegisterBenchmark(key.c_str(), [=](benchmark::State& st) { run_group(st, key, members); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Repetitions(1)
+            ->Iterations(rotations_for(5));
       }
       // Amortized nesting cost: depth 0-3 in rotation, std::vector.
       for (const auto& base : {adam, sgd}) {

@@ -164,6 +164,28 @@ def main():
                   f"{b['s_per_step:xsimd_only'] * 1e3:.2f} | {share('xsimd_only')} |")
         print()
 
+    clip_members = (("clip_norm", "clip_grad_norm, coefficient < 1"), ("clip_norm_coef1", "clip_grad_norm, coefficient 1"),
+                    ("clip_value", "clip_grad_value"), ("torch_way", "norm, g *= c in place, then the step"))
+    rows = [(label, t, med.get(f"clip/Adam/resnet18/t{t}")) for label, med in flavours for t in THREADS]
+    if any(b for _, _, b in rows):
+        print("### Gradient clipping: Adam on the ResNet-18 set with and without it\n")
+        print("Each way's time per step over plain Adam's, timed in rotation (median of per-rotation ratios; in "
+              "parentheses from the fastest steps); the byte floor is counted bytes over Adam's 28 per element.\n")
+        print("| flavour | threads | Adam ms/step | " + " | ".join(f"{d} (floor)" for _, d in clip_members) +
+              " | rotations |")
+        print("|---|---|---|" + "---|" * len(clip_members) + "---|")
+        for label, t, b in rows:
+            if not b:
+                continue
+            cells = []
+            for m, _ in clip_members:
+                best = b[f"best_s_per_step:{m}"] / b["best_s_per_step:Adam"]
+                floor_m = b[f"bytes_per_step:{m}"] / b["bytes_per_step:Adam"]
+                cells.append(f"{b['ratio0:' + m]:.3f} ({best:.3f}) ({floor_m:.3f})")
+            print(f"| {label} | {t} | {b['s_per_step:Adam'] * 1e3:.2f} | " + " | ".join(cells) +
+                  f" | {b['rotations']:.0f} |")
+        print()
+
     if any(key.startswith("nesting/") for _, med in flavours for key in med):
         print("### Amortized nesting cost (std::vector, k = 5 at every level, whole outer cycles)\n")
         print("Each depth's time per step over the base optimizer's, all timed in rotation (in parentheses: from "

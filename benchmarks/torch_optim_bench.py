@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""torch.optim steps on the CPU (foreach off/on, fused; Python Lookahead 1-2 deep) on nestla_bench's tensors, as JSON; with
---nestla-lib, every optimizer of PAIRED against nestla's, timed in this process in rotation (benchmarks/nestla_capi.cpp)."""
+"""torch.optim steps on the CPU (foreach off/on, fused; Adam after clip_grad_norm_ / clip_grad_value_; Python Lookahead 1-2 deep) on
+nestla_bench's tensors, as JSON; with --nestla-lib, every optimizer of PAIRED against nestla's, timed in this process in
+rotation (benchmarks/nestla_capi.cpp)."""
 import argparse
 import ctypes
 import inspect
@@ -50,6 +51,22 @@ class Base:
 
     def levels(self):
         return []
+
+
+class Clipped(Base):
+    """torch.nn.utils.clip_grad_norm_ (max_norm 1) or clip_grad_value_ (5e-3) before every step, as users write it."""
+
+    def __init__(self, opt, params, how):
+        super().__init__(opt, params)
+        self.how = how
+
+    def step(self):
+        if self.how == "norm":
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        else:
+            torch.nn.utils.clip_grad_value_(self.params, 5e-3)
+        self.opt.step()
+        return True
 
 
 class Lookahead:
@@ -306,6 +323,26 @@ def time_steps(model, cycle, min_time, reps):
     return statistics.median(samples), sum(best) / cycle, samples
 
 
+def time_rotation(models, min_time, reps):
+    """Like time_steps for single-step models, but the models take turns (one block of steps each per rotation),
+    so that they share the machine's state; returns per model its median seconds per step and the median over
+    rotations of its time over the first model's."""
+    for m in models:
+        for _ in range(3):
+            m.step()
+    t0 = time.perf_counter()
+    models[0].step()
+    block = max(1, math.ceil(min_time / 10 / max(time.perf_counter() - t0, 1e-9)))
+    per = [[] for _ in models]
+    for _ in range(reps * 10):
+        for k, m in enumerate(models):
+            t0 = time.perf_counter()
+            for _ in range(block):
+                m.step()
+            per[k].append((time.perf_counter() - t0) / block)
+    return [(statistics.median(p), statistics.median(x / y for x, y in zip(p, per[0]))) for p in per]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shapes", required=True)
@@ -313,6 +350,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--filter", default="", help="only configs whose name contains this")
+    ap.add_argument("--sets", nargs="+", default=["single", "resnet18"], help="parameter sets to run")
     ap.add_argument("--out", required=True)
     ap.add_argument("--nestla-lib", action="append", default=[],
                     help="LABEL=PATH of a libnestla_capi.so: time PAIRED against it in rotation")
@@ -326,6 +364,8 @@ def main():
     for threads in ([] if args.paired_only else args.threads):
         torch.set_num_threads(threads)
         for set_name, shapes in sets.items():
+            if set_name not in args.sets:
+                continue
             best_adam = None
             for name, factory in optimizer_configs():
                 if args.filter not in name:
@@ -347,6 +387,20 @@ def main():
                 del model, params
             if best_adam is None:
                 continue
+            # Gradient clipping before the fastest Adam of this set and thread count, in rotation with that
+            # Adam alone: the ratio is paired (same seconds of the same process).
+            names = [f"Adam+{label} ({best_adam[0]})" for label in ("clip_grad_norm_", "clip_grad_value_")]
+            if any(args.filter in n for n in names):
+                sets_ = [make_params(shapes) for _ in range(3)]
+                models = [Base(best_adam[2](sets_[0]), sets_[0])]
+                models += [Clipped(best_adam[2](ps), ps, how) for ps, how in zip(sets_[1:], ("norm", "value"))]
+                timed = time_rotation(models, args.min_time, args.reps)
+                for name, (sec, ratio) in zip(["rotation base: " + best_adam[0]] + names, timed):
+                    results.append({"set": set_name, "threads": threads, "config": name, "s_per_step": sec,
+                                    "best_s_per_step": sec, "ratio_to_adam": ratio})
+                    print(f"{set_name:9s} t{threads} {name:22s} {sec * 1e3:8.2f} ms ({ratio:.3f}x Adam, paired)",
+                          file=sys.stderr)
+                del models, sets_
             # Lookahead over the fastest Adam of this set and thread count.
             for depth in (1, 2):
                 name = f"LA{depth}-Adam ({best_adam[0]})"

@@ -62,3 +62,19 @@ TEST_CASE("no allocation after the first step, syncing steps included") {
   CHECK(allocations.load() == before);
   CHECK(opt.syncs() == 2);
 }
+
+TEST_CASE("no allocation after the first step with gradient clipping, threaded") {
+  for (int mode = 0; mode < 2; ++mode) {
+    auto opt = nestla::nested<1>(nestla::Adam<float>({.lr = 0.01}), {{.k = 2}});
+    opt.base().set_threads(2);
+    if (mode == 0) opt.base().set_clip_grad_norm({.max_norm = 1.0, .norm_type = 2, .error_if_nonfinite = true});
+    else opt.base().set_clip_grad_value(0.05);
+    opt.base().set_skip_nonfinite(true);
+    std::vector<std::vector<float>> p{std::vector<float>(100003, 1.0f), std::vector<float>(17, 1.0f)};
+    const std::vector<std::vector<float>> g{std::vector<float>(100003, 0.1f), std::vector<float>(17, 0.1f)};
+    opt.step(p, g);
+    const long before = allocations.load();
+    for (int s = 0; s < 6; ++s) opt.step(p, g);
+    CHECK(allocations.load() == before);
+  }
+}

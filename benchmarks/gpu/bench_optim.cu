@@ -194,6 +194,22 @@ int main(int argc, char** argv) {
     std::printf("AdamW step: %.4f ms; SGD momentum step: %.4f ms, %.0f GB/s (20 B/element)\n", adamw_ms, sgd_ms,
                 20 * n / sgd_ms * 1e-6);
 
+    // Gradient clipping by norm: one more read of the gradients (32 B/element
+    // in all), with the coefficient read on the device; error_if_nonfinite
+    // also copies the norm to the host, which waits for the GPU every step.
+    nestla::Adam<float, Dev> clipped(ao);
+    clipped.set_clip_grad_norm({.max_norm = 1.0});
+    const double clip_ms = step_ms(tm, clipped, set, steps, reps);
+    nestla::Adam<float, Dev> clipped_sync(ao);
+    clipped_sync.set_clip_grad_norm({.max_norm = 1.0, .error_if_nonfinite = true});
+    const double clip_sync_ms = step_ms(tm, clipped_sync, set, steps, reps);
+    nestla::Adam<float, Dev> value(ao);
+    value.set_clip_grad_value(1e-3);
+    const double value_ms = step_ms(tm, value, set, steps, reps);
+    std::printf("Adam + clip_grad_norm: %.4f ms (%.3fx Adam, bytes %.3fx); with error_if_nonfinite (a wait per step): "
+                "%.4f ms (%.3fx); + clip_grad_value: %.4f ms (%.3fx)\n",
+                clip_ms, clip_ms / adam_ms, 32.0 / 28, clip_sync_ms, clip_sync_ms / adam_ms, value_ms, value_ms / adam_ms);
+
     double best_ms = adam_ms;
     unsigned best_v = adam.base().context().vectors_per_thread, best_b = 0;
     if (sweep) {
@@ -225,6 +241,9 @@ int main(int argc, char** argv) {
     result("sync_every_GBps", 44 * n / every_ms * 1e-6);
     result("adamw_ms", adamw_ms);
     result("sgd_momentum_ms", sgd_ms);
+    result("adam_clip_norm_ms", clip_ms);
+    result("adam_clip_norm_sync_ms", clip_sync_ms);
+    result("adam_clip_value_ms", value_ms);
     result("adam_best_ms", best_ms);
     result("adam_best_vectors_per_thread", best_v);
     result("adam_best_blocks_per_sm", best_b);

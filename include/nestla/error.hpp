@@ -22,6 +22,12 @@ struct checkpoint_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Gradient clipping by norm with error_if_nonfinite: the gradients' total
+// norm is NaN or infinite (torch raises RuntimeError there).
+struct nonfinite_norm_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 namespace detail {
 
 template <class... Args>

@@ -6,7 +6,9 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <istream>
+#include <limits>
 #include <new>
 #include <optional>
 #include <ostream>
@@ -18,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "nestla/clip.hpp"
 #include "nestla/detail/checked.hpp"
 #include "nestla/detail/checkpoint_io.hpp"
 #include "nestla/error.hpp"
@@ -52,7 +55,8 @@ inline void validate_group(const GroupOptions& g, const char* who) {
 }
 
 inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
-inline constexpr std::uint32_t checkpoint_version = 2;
+// Version 3 added the base optimizer's gradient clipping.
+inline constexpr std::uint32_t checkpoint_version = 3;
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
 
 // nvcc's device pass compiles every __host__ __device__ instantiation it
@@ -156,19 +160,52 @@ struct masked_update {
 template <unsigned Mask>
 inline constexpr bool is_prefix_mask = (Mask & (Mask + 1u)) == 0;
 
-// The rule's functor on a scaled gradient, g * scale: -1 for maximize (torch
-// negates the gradient before everything else; times -1 is exact). Only steps
-// that need it run it, so the plain path keeps its code and speed.
+// The rule's functor on a transformed gradient: clamped to [lo, hi] when
+// clamp is set (clip_grad_value_, as clamp_min then clamp_max: a NaN stays
+// NaN), then times scale: clip_grad_norm_'s coefficient, and -1 for maximize
+// (torch clips .grad, then the optimizer negates it; negation is exact and
+// commutes with the rounding, so -(g c) is g (-c) to the bit). scale_at, when
+// set, is device memory holding a factor of the scale (the coefficient the
+// norm kernels computed), multiplied in by the kernel (resolve) before the
+// first element. Only steps that need it run it, so the plain path keeps its
+// code and speed; one type for every case, so a rule compiles one more
+// variant of the update pass, not one per case.
 template <class Op, class T>
-struct scaled_gradient {
+struct transformed_gradient {
   Op op;
-  T scale;
+  T scale, lo, hi;
+  const T* scale_at;
+  bool clamp;
 
+  NESTLA_HOST_DEVICE void resolve() {
+    if (scale_at) scale = scale * *scale_at;
+    scale_at = nullptr;
+  }
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
+    if (clamp) {
+      const V l(lo), h(hi);
+      g = ops::select(g < l, l, g);
+      g = ops::select(g > h, h, g);
+    }
     op(p, g * V(scale), s);
   }
 };
+
+// Built on zeroed bytes: the CUDA backend shares a functor between tensors
+// whose bytes are equal, and uninitialized padding would tell equal ones apart.
+template <class Op, class T>
+transformed_gradient<Op, T> transform_gradient(const Op& op, T scale, T lo, T hi, const T* scale_at, bool clamp) {
+  transformed_gradient<Op, T> w;
+  std::memset(static_cast<void*>(&w), 0, sizeof(w));
+  w.op = op;
+  w.scale = scale;
+  w.lo = lo;
+  w.hi = hi;
+  w.scale_at = scale_at;
+  w.clamp = clamp;
+  return w;
+}
 
 template <class O>
 bool maximize_option(const O& o) {
@@ -423,11 +460,40 @@ class BaseOptimizer {
   typename Backend::context& context() noexcept { return ctx_; }
 
   // Opt-in guard: a step whose gradients hold NaN or infinity is skipped
-  // entirely (no state, counter or parameter changes) and counted.
+  // entirely (no state, counter or parameter changes) and counted. The guard
+  // decides before clipping: with both on, such a step is skipped, not
+  // clipped (and error_if_nonfinite does not throw for it).
   void set_skip_nonfinite(bool on) noexcept { guard_ = on; }
   bool skip_nonfinite() const noexcept { return guard_; }
   std::uint64_t skipped_steps() const noexcept { return skipped_; }
   bool last_step_skipped() const noexcept { return last_skipped_; }
+
+  // --- gradient clipping (nestla/clip.hpp) ------------------------------------
+  // torch.nn.utils.clip_grad_norm_ / clip_grad_value_ on the gradients of
+  // every step of this optimizer (in a nested optimizer: every base step),
+  // before the update rule sees them. Unlike torch, the gradients are only
+  // read: the update pass multiplies (clamps) each gradient as it loads it,
+  // so the user's gradients keep their values. Clipping by norm reads the
+  // gradients once more for the norm (shared with the non-finite guard when
+  // both are on). One mode at a time: setting one replaces the other.
+  void set_clip_grad_norm(const ClipGradNorm& c) {
+    detail::validate_clip_norm(c, "set_clip_grad_norm");
+    clip_ = {GradClip::Mode::norm, c, 0};
+  }
+  void set_clip_grad_value(double clip_value) {
+    detail::validate_clip_value(clip_value, "set_clip_grad_value");
+    clip_ = {GradClip::Mode::value, {}, clip_value};
+  }
+  void clear_clip_grad() noexcept { clip_ = {}; }
+  const GradClip& clip_grad() const noexcept { return clip_; }
+  // The total norm (clip_grad_norm_'s return value) the last step measured,
+  // also for a step the guard skipped; NaN before any. On a device backend
+  // this waits for the GPU.
+  double last_grad_norm() const {
+    if constexpr (requires(const typename Backend::context& c) { Backend::template read_grad_norm<T>(c); })
+      if (last_norm_on_device_) return static_cast<double>(Backend::template read_grad_norm<T>(ctx_));
+    return last_norm_;
+  }
 
   // Steps taken (t in the update rules); skipped steps are not counted.
   std::uint64_t step_count() const noexcept { return t_; }
@@ -494,13 +560,44 @@ class BaseOptimizer {
     for (auto& v : views_) sizes.push_back(v.size);
     return Layout::of<T>(sizes);
   }
+  // The gradients' pre-pass, before anything changes: the non-finite guard
+  // and clipping's norm. Returns false when the guard skips the step.
+  //
+  // Distributed training: clipping must see the gradients the update will
+  // use. When they are averaged over workers, the averaging has to be done
+  // before this runs (the bound gradients are then the mean), or the norm
+  // pass has to apply the update pass's division to each element.
   bool note_guard() {
     last_skipped_ = false;
-    if (guard_ && !Backend::template all_finite<T>(ctx_, views_)) {
-      ++skipped_;
-      last_skipped_ = true;
-      return false;
+    clip_pass_ = clip_pass::none;
+    bool finite_known = false;
+    if (clip_.mode == GradClip::Mode::norm) {
+      const ClipGradNorm& c = clip_.norm;
+      const auto r = Backend::template grad_norm<T>(ctx_, std::span<const TensorRef<T>>(views_),
+                                                   detail::norm_spec::of(c.norm_type), static_cast<T>(c.max_norm),
+                                                   guard_ || c.error_if_nonfinite);
+      last_norm_ = r.on_host ? static_cast<double>(r.norm) : std::numeric_limits<double>::quiet_NaN();
+      last_norm_on_device_ = !r.on_host;
+      if (r.on_host) {
+        // A NaN or infinite gradient makes the norm NaN or infinite, so a
+        // finite norm answers the guard; a non-finite one may be overflow.
+        const bool finite_norm = std::isfinite(static_cast<double>(r.norm));
+        if (guard_ && !finite_norm && !Backend::template all_finite<T>(ctx_, views_)) return skip();
+        finite_known = true;
+        if (c.error_if_nonfinite && !finite_norm)
+          detail::fail_nonfinite_norm("step", c.norm_type, static_cast<double>(r.norm));
+      }
+      // g * 1 == g for every g: a coefficient of 1 known here runs the plain
+      // pass, with torch's bits and without the multiply.
+      if (r.at || r.coef != T(1)) {
+        clip_pass_ = clip_pass::scale;
+        // On a device backend the kernel reads the coefficient, which follows the norm.
+        clip_coef_ = r.at ? T(1) : r.coef;
+        clip_at_ = r.at ? r.at + 1 : nullptr;
+      }
     }
+    if (guard_ && !finite_known && !Backend::template all_finite<T>(ctx_, views_)) return skip();
+    if (clip_.mode == GradClip::Mode::value) clip_pass_ = clip_pass::clamp;
     return true;
   }
   void write_state(detail::checkpoint_writer& w) const {
@@ -516,6 +613,7 @@ class BaseOptimizer {
       w.put<double>(g.options.weight_decay.value_or(0));
     }
     write_own(w);
+    write_clip(w);
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
     t_ = r.get<std::uint64_t>("step count");
@@ -540,6 +638,7 @@ class BaseOptimizer {
       initialized_ = false;
     }
     read_own(r);
+    read_clip(r);
   }
 
  private:
@@ -603,11 +702,18 @@ class BaseOptimizer {
     };
     if constexpr (detail::skip_in_device_pass<Backend>) {
       return;
-    } else if (detail::maximize_option(opts_)) {
-      auto scaled = [&](std::size_t i) { return detail::scaled_gradient<decltype(make(i)), T>{make(i), T(-1)}; };
-      Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, scaled);
     } else {
-      Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
+      const T sign = detail::maximize_option(opts_) ? T(-1) : T(1);
+      if (clip_pass_ == clip_pass::none && sign == T(1)) {
+        Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
+      } else {
+        const bool clamp = clip_pass_ == clip_pass::clamp;
+        const T v(clamp ? clip_.clip_value : 0);
+        const T scale = clip_pass_ == clip_pass::scale ? sign * clip_coef_ : sign;
+        const T* at = clip_pass_ == clip_pass::scale ? clip_at_ : nullptr;
+        auto transformed = [&](std::size_t i) { return detail::transform_gradient(make(i), scale, T(-v), v, at, clamp); };
+        Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, transformed);
+      }
     }
   }
 
@@ -661,6 +767,47 @@ class BaseOptimizer {
     }
   }
 
+  bool skip() {
+    ++skipped_;
+    last_skipped_ = true;
+    return false;
+  }
+
+  // Clipping: its mode, then max_norm, norm_type, error_if_nonfinite and
+  // clip_value, with zeros in the fields the mode does not use.
+  void write_clip(detail::checkpoint_writer& w) const {
+    const bool norm = clip_.mode == GradClip::Mode::norm, value = clip_.mode == GradClip::Mode::value;
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(clip_.mode));
+    w.put<double>(norm ? clip_.norm.max_norm : 0);
+    w.put<double>(norm ? clip_.norm.norm_type : 0);
+    w.put<std::uint8_t>(norm && clip_.norm.error_if_nonfinite);
+    w.put<double>(value ? clip_.clip_value : 0);
+  }
+  void read_clip(detail::checkpoint_reader& r) {
+    const auto mode = r.get<std::uint8_t>("clip mode");
+    if (mode > static_cast<std::uint8_t>(GradClip::Mode::value))
+      r.error(detail::concat("field 'clip mode' = ", unsigned(mode), " is not a clipping mode"));
+    GradClip c;
+    c.mode = static_cast<GradClip::Mode>(mode);
+    detail::field_reader f{r};
+    f("clip max_norm", c.norm.max_norm);
+    f("clip norm_type", c.norm.norm_type);
+    f("clip error_if_nonfinite", c.norm.error_if_nonfinite);
+    f("clip clip_value", c.clip_value);
+    try {
+      if (c.mode == GradClip::Mode::norm) detail::validate_clip_norm(c.norm, "checkpoint");
+      if (c.mode == GradClip::Mode::value) detail::validate_clip_value(c.clip_value, "checkpoint");
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    const bool unused_set = (c.mode != GradClip::Mode::norm &&
+                             (c.norm.max_norm != 0 || c.norm.norm_type != 0 || c.norm.error_if_nonfinite)) ||
+                            (c.mode != GradClip::Mode::value && c.clip_value != 0);
+    if (unused_set) r.error("clipping fields are set that the clip mode does not use");
+    if (c.mode != GradClip::Mode::norm) c.norm = {};
+    clip_ = c;
+  }
+
   // Per tensor: its group, or -1.
   void map_groups(std::size_t count, std::vector<int>& map) const {
     map.assign(count, -1);
@@ -692,6 +839,14 @@ class BaseOptimizer {
   std::vector<int> tensor_group_;  // per tensor: its group, or -1
   bool guard_ = false, last_skipped_ = false;
   std::uint64_t skipped_ = 0;
+  GradClip clip_;
+  double last_norm_ = std::numeric_limits<double>::quiet_NaN();
+  bool last_norm_on_device_ = false;
+  // Scratch between note_guard and execute: how this step's pass clips.
+  enum class clip_pass : std::uint8_t { none, scale, clamp };
+  clip_pass clip_pass_ = clip_pass::none;
+  T clip_coef_ = T(1);
+  const T* clip_at_ = nullptr;
   // Scratch between plan_step and commit_step.
   std::vector<prepared_type> prepared_;  // per group + 1 (index 0: tensors in no group)
   unsigned pending_mask_ = 0;

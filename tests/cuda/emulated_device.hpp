@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -31,6 +32,8 @@ struct emulated_device {
     std::size_t threads = cd::block_threads;
     std::optional<cd::tier> force_tier;
     cd::tier last_tier = cd::tier::small_params;
+    std::vector<double> norm_memory;  // the gradient norm's "device" memory
+    const void* norm_result = nullptr;
   };
 
   static constexpr const char* name = "emulated cuda";
@@ -68,6 +71,41 @@ struct emulated_device {
     each_thread(ctx, flat_total, h.chunk,
                 [&](const cd::thread_ix& ix) { finite = cd::finite_body<T>(h, ctx.scratch.data(), ix) && finite; });
     return finite;
+  }
+
+  // The norm kernels' bodies, block by block, each block's threads one after
+  // another between the barriers; the results stay in "device" memory for
+  // step_body to read, as on the GPU.
+  template <class T>
+  static nestla::detail::grad_norm_result<T> grad_norm(context& ctx, std::span<const nestla::TensorRef<T>> tensors,
+                                                       const nestla::detail::norm_spec& spec, T max_norm, bool to_host) {
+    nestla::detail::grad_norm_result<T> res;
+    std::size_t flat_total = 0;
+    for (const auto& t : tensors) flat_total = std::max(flat_total, t.offset + t.size);
+    if (flat_total == 0) return res;
+    const std::size_t n = tensors.size(), np = nestla::detail::partial_count(flat_total, n);
+    ctx.norm_memory.assign(np + n + 2, std::numeric_limits<double>::quiet_NaN());  // poisoned: every slot read must be written
+    double* mem = ctx.norm_memory.data();
+    auto make = [](std::size_t) { return cd::no_op{}; };
+    const auto pk = cd::pack<T>(ctx.scratch, tensors, make);
+    const cd::norm_header<T> h{flat_total, static_cast<std::uint32_t>(n), pk.ops_at, spec, max_norm,
+                               mem, mem + np, reinterpret_cast<T*>(mem + np + n)};
+    const std::size_t blocks = cd::grid_blocks(flat_total, nestla::detail::norm_chunk, ctx.max_blocks);
+    T lanes[nestla::detail::norm_lanes];
+    for (std::size_t b = 0; b < blocks; ++b) cd::norm_partials_body<T>(h, ctx.scratch.data(), b, blocks, lanes, serial_block{});
+    cd::norm_finalize_body<T>(h, ctx.scratch.data(), serial_block{});
+    ctx.norm_result = h.out;
+    res.on_host = to_host;
+    res.at = h.out;
+    if (to_host) {
+      res.norm = h.out[0];
+      res.coef = h.out[1];
+    }
+    return res;
+  }
+  template <class T>
+  static T read_grad_norm(const context& ctx) {
+    return ctx.norm_result ? *static_cast<const T*>(ctx.norm_result) : std::numeric_limits<T>::quiet_NaN();
   }
 
   template <class T, std::size_t S, class MakeOp>
@@ -111,6 +149,17 @@ struct emulated_device {
   }
 
  private:
+  struct serial_block {
+    template <class F>
+    NESTLA_HOST_DEVICE void each(F&& f) const {
+#if !defined(__CUDA_ARCH__)
+      for (std::size_t l = 0; l < cd::block_threads; ++l) f(l);
+#else
+      (void)f;
+#endif
+    }
+  };
+
   template <class F>
   static void each_thread(const context& ctx, std::size_t flat_total, std::size_t chunk, F&& f) {
     const std::size_t blocks = cd::grid_blocks(flat_total, chunk, ctx.max_blocks);

@@ -422,6 +422,65 @@ TEST_CASE("the non-finite guard skips a step on the GPU as on the host") {
   CHECK(d.step(set.dp, set.dg));
 }
 
+TEST_CASE("gradient clipping on the GPU: the host's bits, the coefficient read on the device") {
+  for (double p : {2.0, 1.0, double(INFINITY), 3.0})
+    for (double max_norm : {0.5, 1e9}) {
+      INFO("norm_type ", p, ", max_norm ", max_norm);
+      auto h = nestla::nested<1>(nestla::Adam<float>({.lr = 1e-2}), {{.k = 2, .momentum = Momentum::pullback}});
+      auto d = nestla::nested<1>(nestla::Adam<float, Dev>({.lr = 1e-2}), {{.k = 2, .momentum = Momentum::pullback}});
+      h.base().set_clip_grad_norm({.max_norm = max_norm, .norm_type = p});
+      d.base().set_clip_grad_norm({.max_norm = max_norm, .norm_type = p});
+      twin_set<float> set(mixed_sizes, 81);
+      for (int s = 0; s < 5; ++s) {
+        set.make_grads(s);
+        h.step(set.hp, set.hg);
+        d.step(set.dp, set.dg);
+        const double a = h.base().last_grad_norm(), b = d.base().last_grad_norm();
+        // CUDA's pow is not glibc's: other p may differ in the last bits.
+        if (p == 3.0) CHECK(std::abs(a - b) <= 1e-6 * a);
+        else CHECK(std::memcmp(&a, &b, sizeof a) == 0);
+      }
+      const auto c = compare(set.device_params(), set.hp);
+      if (p == 3.0) CHECK(c.rel < 1e-5);
+      else CHECK(c.identical);
+    }
+  nestla::SGD<double> h({.lr = 0.05, .momentum = 0.9});
+  nestla::SGD<double, Dev> d({.lr = 0.05, .momentum = 0.9});
+  h.set_clip_grad_value(0.3);
+  d.set_clip_grad_value(0.3);
+  twin_set<double> set(mixed_sizes, 82);
+  CHECK(run_twins(h, d, set, 4).identical);
+}
+
+TEST_CASE("clipping by norm does not wait for the GPU; error_if_nonfinite does, and throws") {
+  cudaStream_t s;
+  ok(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  twin_set<float> set({1000, 33}, 83);
+  nestla::Adam<float, Dev> d({.lr = 0.1});
+  d.context().stream = s;
+  d.set_clip_grad_norm({.max_norm = 1.0});
+  set.make_grads(0);
+  d.step(set.dp, set.dg);
+  ok(cudaStreamSynchronize(s));
+  spin_then_fill<<<1, 256, 0, s>>>(const_cast<float*>(set.dg[0].data()), set.sizes[0], 0.5f, 300'000'000ull);
+  const auto t0 = std::chrono::steady_clock::now();
+  d.step(set.dp, set.dg);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(ms < 100);
+  CHECK(cudaStreamQuery(s) == cudaErrorNotReady);
+  MESSAGE("a clipped step returned after ", ms, " ms while the stream was busy");
+  ok(cudaStreamSynchronize(s));
+  d.set_clip_grad_norm({.max_norm = 1.0, .error_if_nonfinite = true});
+  set.hg[1][3] = NAN;
+  ok(cudaMemcpy(const_cast<float*>(set.dg[1].data()), set.hg[1].data(), set.hg[1].size() * sizeof(float),
+                cudaMemcpyHostToDevice));
+  const auto before = set.device_params();
+  CHECK_THROWS_AS(d.step(set.dp, set.dg), nestla::nonfinite_norm_error);
+  CHECK(compare(set.device_params(), before).identical);
+  CHECK(d.step_count() == 2);
+  ok(cudaStreamDestroy(s));
+}
+
 TEST_CASE("host memory is refused before anything changes") {
   int pageable = 0;
   ok(cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, 0));

@@ -253,3 +253,112 @@ TEST_CASE("emulated kernels: the finiteness check finds NaN and infinity on ever
   }
   CHECK(e.skipped_steps() == 4);
 }
+
+namespace {
+
+template <class H, class E>
+void check_clipping(H h, E e, int steps, const std::vector<std::size_t>& shape = sizes) {
+  twin_set<float> set(shape, 6, 1, 3);
+  for (int s = 0; s < steps; ++s) {
+    set.make_grads(s);
+    const std::vector<std::vector<float>> given = set.hg;
+    REQUIRE(h.step(set.hp, set.hg) == e.step(set.ep, set.eg));
+    const double a = h.base().last_grad_norm(), b = e.base().last_grad_norm();
+    CHECK(std::memcmp(&a, &b, sizeof a) == 0);
+    for (std::size_t i = 0; i < given.size(); ++i)  // the gradients are only read
+      CHECK(std::memcmp(given[i].data(), set.eg[i].data(), given[i].size() * sizeof(float)) == 0);
+  }
+  CHECK(set.same_params());
+  CHECK(checkpoint(h) == checkpoint(e));
+}
+
+}  // namespace
+
+TEST_CASE("emulated kernels: gradient clipping by norm and by value, bit for bit, the coefficient read on the device") {
+  for (double p : {2.0, 1.0, double(INFINITY), 3.0})
+    for (double max_norm : {0.5, 1e9}) {
+      for (bool guard : {false, true}) {  // with the guard, the norm is also copied to the host
+        INFO("norm_type ", p, ", max_norm ", max_norm, ", guard ", guard);
+        auto h = nestla::nested<2>(nestla::Adam<float>({.lr = 1e-2}), {{.k = 2, .momentum = Momentum::pullback}, {.k = 2}});
+        auto e = nestla::nested<2>(nestla::Adam<float, Emu>({.lr = 1e-2}), {{.k = 2, .momentum = Momentum::pullback}, {.k = 2}});
+        h.base().set_clip_grad_norm({.max_norm = max_norm, .norm_type = p});
+        e.base().set_clip_grad_norm({.max_norm = max_norm, .norm_type = p});
+        h.base().set_skip_nonfinite(guard);
+        e.base().set_skip_nonfinite(guard);
+        e.base().context().max_blocks = 2;
+        check_clipping(std::move(h), std::move(e), 6);
+      }
+    }
+  auto h = nestla::SGD<float>({.lr = 0.05, .momentum = 0.9});
+  auto e = nestla::SGD<float, Emu>({.lr = 0.05, .momentum = 0.9});
+  h.set_clip_grad_value(0.3);
+  e.set_clip_grad_value(0.3);
+  check_clipping(std::move(h), std::move(e), 4);
+
+  // maximize: the kernel multiplies the coefficient it reads into the scale's sign.
+  for (double max_norm : {0.5, 1e9}) {
+    auto hm = nestla::Adam<float>({.lr = 1e-2, .maximize = true});
+    auto em = nestla::Adam<float, Emu>({.lr = 1e-2, .maximize = true});
+    hm.set_clip_grad_norm({.max_norm = max_norm});
+    em.set_clip_grad_norm({.max_norm = max_norm});
+    check_clipping(std::move(hm), std::move(em), 4);
+  }
+
+  // From norm to value clipping: the value step must not read the last norm's coefficient.
+  auto h2 = nestla::Adam<float>({.lr = 1e-2});
+  auto e2 = nestla::Adam<float, Emu>({.lr = 1e-2});
+  twin_set<float> set(sizes, 8, 2, 1);
+  for (int s = 0; s < 4; ++s) {
+    if (s % 2 == 0) {
+      h2.set_clip_grad_norm({.max_norm = 0.5});
+      e2.set_clip_grad_norm({.max_norm = 0.5});
+    } else {
+      h2.set_clip_grad_value(0.05);
+      e2.set_clip_grad_value(0.05);
+    }
+    set.make_grads(s);
+    h2.step(set.hp, set.hg);
+    e2.step(set.ep, set.eg);
+  }
+  CHECK(set.same_params());
+}
+
+TEST_CASE("emulated kernels: the gradient norm in float64, many tensors, and the non-finite paths") {
+  std::vector<std::vector<double>> hp{std::vector<double>(9000, 0.5), std::vector<double>(3, -0.25), {}},
+      ep = hp, g{std::vector<double>(9000), std::vector<double>(3), {}};
+  nestla::AdamW<double> h({.lr = 1e-2});
+  nestla::AdamW<double, Emu> e({.lr = 1e-2});
+  h.set_clip_grad_norm({.max_norm = 2.0, .norm_type = 3.0});
+  e.set_clip_grad_norm({.max_norm = 2.0, .norm_type = 3.0});
+  for (int s = 0; s < 4; ++s) {
+    for (auto& t : g)
+      for (std::size_t j = 0; j < t.size(); ++j) t[j] = noise(11, s, t.size(), j);
+    h.step(hp, g);
+    e.step(ep, g);
+    CHECK(h.last_grad_norm() == e.last_grad_norm());
+  }
+  CHECK(hp == ep);
+
+  // Thousands of tensors: the metadata travels through the device tier.
+  std::vector<std::size_t> many;
+  for (std::size_t i = 0; i < 1200; ++i) many.push_back(1 + (i * 37) % 50);
+  auto hm = nestla::Adam<float>({.lr = 1e-2});
+  auto em = nestla::Adam<float, Emu>({.lr = 1e-2});
+  hm.set_clip_grad_norm({.max_norm = 1.0});
+  em.set_clip_grad_norm({.max_norm = 1.0});
+  check_clipping(std::move(hm), std::move(em), 3, many);
+
+  // error_if_nonfinite needs the norm on the host; a NaN gradient throws and changes nothing.
+  nestla::Adam<float, Emu> x({.lr = 1e-2});
+  x.set_clip_grad_norm({.max_norm = 1.0, .error_if_nonfinite = true});
+  twin_set<float> set({4099, 5}, 4);
+  set.make_grads(0);
+  CHECK(x.step(set.ep, set.eg));
+  set.make_grads(1);
+  const_cast<float&>(set.eg[0][4000]) = NAN;
+  const std::string before = checkpoint(x);
+  CHECK_THROWS_AS(x.step(set.ep, set.eg), nestla::nonfinite_norm_error);
+  CHECK(checkpoint(x) == before);
+  CHECK(std::isnan(x.last_grad_norm()));
+}
+

@@ -8,9 +8,11 @@
 #include <cstring>
 #include <span>
 #include <type_traits>
+#include <vector>
 
 #include <xsimd/xsimd.hpp>
 
+#include "nestla/detail/grad_norm.hpp"
 #include "nestla/detail/host_buffer.hpp"
 #include "nestla/detail/simd.hpp"
 #include "nestla/detail/thread_pool.hpp"
@@ -204,9 +206,11 @@ struct host {
   template <class T>
   using buffer = detail::host_buffer<T>;
 
-  // Per-optimizer execution state: the worker threads.
+  // Per-optimizer execution state: the worker threads, and the gradient
+  // norm's partials (gradient clipping), kept between steps.
   struct context {
     detail::pool_handle pool;
+    std::vector<double> norm_scratch;
   };
 
   static constexpr const char* name = "host";
@@ -256,6 +260,44 @@ struct host {
     return true;
   }
 
+  // clip_grad_norm_'s total norm of the gradients and its clipping
+  // coefficient for max_norm, in the order detail/grad_norm.hpp fixes: the
+  // chunks are split over the worker threads, each piece's partial has its
+  // own slot, and the calling thread combines them. The result is known here
+  // (to_host is for device backends).
+  template <class T>
+  static detail::grad_norm_result<T> grad_norm(context& ctx, std::span<const TensorRef<T>> tensors,
+                                               const detail::norm_spec& spec, T max_norm, bool /*to_host*/ = true) {
+    constexpr std::size_t C = detail::norm_chunk;
+    std::size_t flat_total = 0;
+    for (const auto& t : tensors) flat_total = std::max(flat_total, t.offset + t.size);
+    const std::size_t chunks = (flat_total + C - 1) / C;
+    const std::size_t npartials = detail::partial_count(flat_total, tensors.size());
+    // Grows with the set only: steps after the first allocate nothing.
+    if (ctx.norm_scratch.size() < npartials + tensors.size()) ctx.norm_scratch.resize(npartials + tensors.size());
+    double* const partials = ctx.norm_scratch.data();
+    double* const norms = partials + npartials;
+    auto part = [&](unsigned k, unsigned parts) {
+      const std::size_t c0 = chunks * k / parts, c1 = chunks * (k + 1) / parts;
+      for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const auto& t = tensors[i];
+        if (t.size == 0) continue;
+        const std::size_t first = std::max(c0, t.offset / C), end = std::min(c1, (t.offset + t.size - 1) / C + 1);
+        for (std::size_t c = first; c < end; ++c) {
+          const std::size_t a = std::max(c * C, t.offset) - t.offset;
+          const std::size_t b = std::min((c + 1) * C, t.offset + t.size) - t.offset;
+          partials[c + i] = norm_piece(t.grad + a, b - a, spec);
+        }
+      }
+    };
+    if (ctx.pool.threads() <= 1 || flat_total < min_parallel) part(0, 1);
+    else ctx.pool.run(part);
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      norms[i] = detail::tensor_norm<detail::plain_arith, T>(partials, i, tensors[i].offset, tensors[i].size, spec);
+    const T total = detail::total_norm<detail::plain_arith, T>(norms, tensors.size(), spec);
+    return {true, total, detail::clip_coefficient<detail::plain_arith>(total, max_norm), nullptr};
+  }
+
   // One pass over every tensor: the base optimizer's update (op), then the
   // plan's syncs. state[k] are the starts of the flat state buffers; m_index is
   // which of them holds the first moment (-1: none). make_op(i) gives tensor
@@ -284,6 +326,61 @@ struct host {
   }
 
  private:
+  // One piece's partial of the gradient norm, with the lanes
+  // detail/grad_norm.hpp assigns.
+  template <class T>
+  static double norm_piece(const T* g, std::size_t n, const detail::norm_spec& s) {
+#if defined(__CUDA_ARCH__)
+    // nvcc's device pass compiles every host-device instantiation it meets;
+    // one over host SIMD vectors has no device form (as skip_in_device_pass).
+    (void)g, (void)n, (void)s;
+    return 0;
+#else
+    switch (s.kind) {
+      case detail::norm_kind::two: return norm_piece_simd<detail::norm_kind::two>(g, n);
+      case detail::norm_kind::one: return norm_piece_simd<detail::norm_kind::one>(g, n);
+      case detail::norm_kind::inf: return norm_piece_simd<detail::norm_kind::inf>(g, n);
+      default: {  // |x|^p: no vector pow rounds as std::pow does
+        constexpr std::size_t L = detail::norm_lanes;
+        T lanes[L]{};
+        for (std::size_t l = 0; l < L && l < n; ++l)
+          lanes[l] = detail::lane_value<detail::norm_kind::p, detail::plain_arith>(g, n, l, T(s.p));
+        for (std::size_t w = L / 2; w > 0; w /= 2)
+          for (std::size_t l = 0; l < w; ++l) detail::tree_level<detail::plain_arith>(lanes, l, w, s.kind);
+        return lanes[0];
+      }
+    }
+#endif
+  }
+
+  // The same in SIMD vectors: each lane still accumulates its own elements in
+  // order (a row of L elements at a time), and the tree's levels combine
+  // whole vectors while they are at least one vector wide.
+  template <detail::norm_kind K, class T>
+  static double norm_piece_simd(const T* g, std::size_t n) {
+    using B = detail::simd<T>;
+    using A = detail::plain_arith;
+    constexpr std::size_t L = detail::norm_lanes, W = B::size;
+    static_assert(L % W == 0, "nestla: a row of lanes must be whole vectors");
+    alignas(64) T lanes[L]{};
+    const B zero(T(0));
+    std::size_t j = 0;
+    for (; j + L <= n; j += L)
+      for (std::size_t v = 0; v < L; v += W)
+        detail::norm_step<K, A>(B::load_unaligned(lanes + v), B::load_unaligned(g + j + v), zero).store_unaligned(lanes + v);
+    std::size_t v = 0;  // the last, partial row
+    for (; j + v + W <= n; v += W)
+      detail::norm_step<K, A>(B::load_unaligned(lanes + v), B::load_unaligned(g + j + v), zero).store_unaligned(lanes + v);
+    for (; j + v < n; ++v) lanes[v] = detail::norm_step<K, A>(lanes[v], g[j + v], T(0));
+    std::size_t w = L / 2;
+    for (; w >= W; w /= 2)
+      for (std::size_t l = 0; l < w; l += W)
+        detail::norm_combine<K, A>(B::load_unaligned(lanes + l), B::load_unaligned(lanes + l + w)).store_unaligned(lanes + l);
+    for (; w > 0; w /= 2)
+      for (std::size_t l = 0; l < w; ++l) lanes[l] = detail::norm_combine<K, A>(lanes[l], lanes[l + w]);
+    return lanes[0];
+  }
+
   template <class T, std::size_t S, class Op>
   static void run_piece(const Op& op, const TensorRef<T>& t, std::size_t from, std::size_t n,
                         const std::array<T*, S>& state, int m_index, const StepPlan<T>& plan) {

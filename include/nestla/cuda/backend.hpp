@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -59,6 +60,8 @@ class launch_resources {
     for (auto& s : slots_) release(s);
     if (flag_device_) cudaFree(flag_device_);
     if (flag_host_) cudaFreeHost(flag_host_);
+    if (norm_device_) cudaFree(norm_device_);
+    if (norm_host_) cudaFreeHost(norm_host_);
   }
 
   std::vector<unsigned char> scratch;   // the packed blob, host side
@@ -104,6 +107,26 @@ class launch_resources {
     return flag_host_;
   }
 
+  // The gradient norm's device memory (partials, per-tensor norms, result),
+  // grown when the set grows (cudaFree waits for the kernels using it), and
+  // pinned room for copying the result back.
+  void* norm_device(std::size_t bytes) {
+    if (norm_bytes_ < bytes) {
+      if (norm_device_) NESTLA_CUDA_CHECK(cudaFree(norm_device_));
+      norm_device_ = nullptr;
+      norm_bytes_ = 0;
+      NESTLA_CUDA_CHECK(cudaMalloc(&norm_device_, bytes));
+      norm_bytes_ = bytes;
+    }
+    return norm_device_;
+  }
+  void* norm_host() {
+    if (!norm_host_) NESTLA_CUDA_CHECK(cudaMallocHost(&norm_host_, 2 * sizeof(double)));
+    return norm_host_;
+  }
+  // Where the last norm launch leaves the total norm (null before any).
+  const void* norm_result = nullptr;
+
   // Properties of the current device, queried again when it changes.
   struct device_info {
     int id = -1;
@@ -137,6 +160,9 @@ class launch_resources {
   std::size_t next_ = 0;
   int* flag_device_ = nullptr;
   int* flag_host_ = nullptr;
+  void* norm_device_ = nullptr;
+  std::size_t norm_bytes_ = 0;
+  void* norm_host_ = nullptr;
   device_info info_;
 };
 
@@ -210,6 +236,7 @@ struct device {
       if (!res_) res_ = std::make_unique<detail::launch_resources>();
       return *res_;
     }
+    const detail::launch_resources* resources_if_any() const noexcept { return res_.get(); }
 
    private:
     friend struct device;
@@ -298,6 +325,58 @@ struct device {
     NESTLA_CUDA_CHECK(cudaMemcpyAsync(host, flag, sizeof(int), cudaMemcpyDeviceToHost, ctx.stream));
     NESTLA_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
     return *host == 0;
+  }
+
+  // clip_grad_norm_'s total norm of the gradients and its clipping
+  // coefficient for max_norm (order: nestla/detail/grad_norm.hpp): a launch
+  // with a block per chunk for the partials, then one block for the rest, on
+  // ctx.stream. Both values stay in device memory, where the step's kernel
+  // reads the coefficient, so nothing waits for the GPU; with to_host (the
+  // non-finite guard, error_if_nonfinite) they are also copied back, which
+  // waits for the stream.
+  template <class T>
+  static nestla::detail::grad_norm_result<T> grad_norm(context& ctx, std::span<const TensorRef<T>> tensors,
+                                                       const nestla::detail::norm_spec& spec, T max_norm, bool to_host) {
+    nestla::detail::grad_norm_result<T> res;
+    std::size_t flat_total = 0;
+    for (const auto& t : tensors) flat_total = std::max(flat_total, t.offset + t.size);
+    if (flat_total == 0) return res;  // norm 0, coefficient 1, known here
+    auto& r = ctx.resources();
+    const std::size_t n = tensors.size(), np = nestla::detail::partial_count(flat_total, n);
+    auto* mem = static_cast<double*>(r.norm_device((np + n) * sizeof(double) + 2 * sizeof(T)));
+    auto make = [](std::size_t) { return detail::no_op{}; };
+    const detail::packed pk = detail::pack<T>(r.scratch, tensors, make);
+    const detail::norm_header<T> h{flat_total, static_cast<std::uint32_t>(n), pk.ops_at, spec, max_norm,
+                                   mem, mem + np, reinterpret_cast<T*>(mem + np + n)};
+    with_args(ctx, h, pk, [&](const auto& args) {
+      using A = std::remove_cvref_t<decltype(args)>;
+      constexpr auto partials = &detail::norm_kernel<T, A>;
+      partials<<<grid_for<partials>(ctx, flat_total, nestla::detail::norm_chunk), detail::block_threads, 0,
+                  ctx.stream>>>(args);
+      detail::check_launch("nestla gradient norm kernel launch");
+      detail::norm_finalize_kernel<T, A><<<1, detail::block_threads, 0, ctx.stream>>>(args);
+      detail::check_launch("nestla gradient norm kernel launch");
+    });
+    r.norm_result = h.out;
+    res.on_host = false;
+    res.at = h.out;
+    if (to_host) {
+      T* host = static_cast<T*>(r.norm_host());
+      NESTLA_CUDA_CHECK(cudaMemcpyAsync(host, h.out, 2 * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream));
+      NESTLA_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+      res.on_host = true;
+      res.norm = host[0];
+      res.coef = host[1];
+    }
+    return res;
+  }
+  // The total norm the context's last grad_norm left on the device (waits for it).
+  template <class T>
+  static T read_grad_norm(const context& ctx) {
+    const auto* r = ctx.resources_if_any();
+    T v = std::numeric_limits<T>::quiet_NaN();
+    if (r && r->norm_result) download(&v, static_cast<const T*>(r->norm_result), 1);
+    return v;
   }
 
   // One launch for every tensor: the base update (make_op(i) is tensor i's

@@ -1,4 +1,4 @@
-// The CUDA kernels: one pass over every tensor doing the base update and the plan's Lookahead syncs, the gradient finiteness check, and a swap.
+// The CUDA kernels: one pass over every tensor doing the base update and the plan's Lookahead syncs, the gradient finiteness check, the gradient norm, and a swap.
 //
 // Per element x of tensor i, with F = make_op(i) and the step's plan:
 //   phi_l[x] <- theta[x] for every level l            (first step only, before the update)
@@ -335,14 +335,16 @@ NESTLA_HOST_DEVICE __forceinline__ void for_each_piece(const tensor_meta<T>* met
 }
 
 // One thread's share of a step. Sync is false for a plain step (no syncs, no
-// first-step copies), which keeps that kernel lean.
+// first-step copies), which keeps that kernel lean. A functor with scalars in
+// device memory (gradient clipping's coefficient) reads them once per piece.
 template <class T, std::size_t S, class Op, bool Sync>
 NESTLA_HOST_DEVICE __forceinline__ void step_body(const step_header<T, S>& h, const unsigned char* blob,
                                                   const thread_ix& ix) {
   const auto* meta = reinterpret_cast<const tensor_meta<T>*>(blob);
   const Op* ops = reinterpret_cast<const Op*>(blob + h.ops_at);
   for_each_piece(meta, h.ntensors, h.flat_total, h.chunk, ix, [&](const tensor_meta<T>& t, std::size_t a, std::size_t b) {
-    const Op op = ops[t.op];
+    Op op = ops[t.op];
+    if constexpr (requires { op.resolve(); }) op.resolve();
     step_piece<Sync>(op, h, t, a, b, ix);
   });
 }
@@ -372,6 +374,97 @@ NESTLA_HOST_DEVICE __forceinline__ bool finite_body(const finite_header& h, cons
   return acc == T(0);
 }
 
+// The gradient norm's arithmetic (nestla/detail/grad_norm.hpp's policy):
+// separately rounded, as the host's.
+struct device_arith {
+  template <class X>
+  NESTLA_HOST_DEVICE static X add(X a, X b) {
+    return rn_add(a, b);
+  }
+  template <class X>
+  NESTLA_HOST_DEVICE static X mul(X a, X b) {
+    return rn_mul(a, b);
+  }
+  template <class X>
+  NESTLA_HOST_DEVICE static X div(X a, X b) {
+    return rn_div(a, b);
+  }
+  NESTLA_HOST_DEVICE static double sqrt(double x) { return rn_sqrt(x); }
+  // CUDA's pow is not glibc's: other p than 1, 2 and inf may differ from the
+  // host in the last bits on a GPU (the emulated kernels run the host's).
+  template <class X>
+  NESTLA_HOST_DEVICE static X pow(X a, X b) {
+#if defined(__CUDA_ARCH__)
+    return ::pow(a, b);
+#else
+    return std::pow(a, b);
+#endif
+  }
+};
+
+static_assert(nestla::detail::norm_lanes == block_threads, "nestla: one lane of the gradient norm per thread");
+
+// The block-wide steps of the norm kernels: each(f) runs f(thread) on every
+// thread of the block and then waits for all of them. On the GPU that is one
+// call per thread and __syncthreads; tests run the threads one after another.
+struct block_barrier {
+  template <class F>
+  NESTLA_HOST_DEVICE void each(F&& f) const {
+#if defined(__CUDA_ARCH__)
+    f(std::size_t(threadIdx.x));
+    __syncthreads();
+#else
+    (void)f;
+#endif
+  }
+};
+
+// One block's share of the gradient norm's partials: the chunks block,
+// block + blocks, ... of the flat range, each piece (a tensor's share of a
+// chunk) reduced by the whole block, lane l by thread l, in lanes (block_threads
+// values, shared memory on the GPU).
+template <class T, class Exec>
+NESTLA_HOST_DEVICE void norm_partials_body(const norm_header<T>& h, const unsigned char* blob, std::size_t block,
+                                           std::size_t blocks, T* lanes, const Exec& ex) {
+  constexpr std::size_t C = nestla::detail::norm_chunk;
+  const auto* meta = reinterpret_cast<const tensor_meta<T>*>(blob);
+  for (std::size_t c = block; c * C < h.flat_total; c += blocks) {
+    const std::size_t lo = c * C, hi = lo + C < h.flat_total ? lo + C : h.flat_total;
+    for (std::uint32_t i = first_tensor(meta, h.ntensors, lo); i < h.ntensors; ++i) {
+      const tensor_meta<T> t = meta[i];
+      if (t.offset >= hi) break;
+      const std::size_t a = lo > t.offset ? lo - t.offset : 0;
+      const std::size_t b = hi - t.offset < t.size ? hi - t.offset : t.size;
+      if (a >= b) continue;
+      const T* g = t.grad + a;
+      const std::size_t n = b - a;
+      ex.each([&](std::size_t l) { lanes[l] = nestla::detail::lane_value<device_arith>(g, n, l, h.spec); });
+      for (std::size_t s = nestla::detail::norm_lanes / 2; s > 0; s /= 2)
+        ex.each([&](std::size_t l) { nestla::detail::tree_level<device_arith>(lanes, l, s, h.spec.kind); });
+      ex.each([&](std::size_t l) {
+        if (l == 0) h.partials[c + i] = lanes[0];
+      });
+    }
+  }
+}
+
+// The per-tensor norms (threads over tensors), then the total and the
+// coefficient (thread 0), by one block.
+template <class T, class Exec>
+NESTLA_HOST_DEVICE void norm_finalize_body(const norm_header<T>& h, const unsigned char* blob, const Exec& ex) {
+  const auto* meta = reinterpret_cast<const tensor_meta<T>*>(blob);
+  ex.each([&](std::size_t l) {
+    for (std::size_t i = l; i < h.ntensors; i += block_threads)
+      h.norms[i] = nestla::detail::tensor_norm<device_arith, T>(h.partials, i, meta[i].offset, meta[i].size, h.spec);
+  });
+  ex.each([&](std::size_t l) {
+    if (l != 0) return;
+    const T total = nestla::detail::total_norm<device_arith, T>(h.norms, h.ntensors, h.spec);
+    h.out[0] = total;
+    h.out[1] = nestla::detail::clip_coefficient<device_arith>(total, h.max_norm);
+  });
+}
+
 #if defined(__CUDACC__)
 __device__ __forceinline__ thread_ix this_thread() { return {blockIdx.x, gridDim.x, threadIdx.x, blockDim.x}; }
 #endif
@@ -384,6 +477,17 @@ __global__ void __launch_bounds__(block_threads) step_kernel(const __grid_consta
 template <class T, class Args>
 __global__ void __launch_bounds__(block_threads) finite_kernel(const __grid_constant__ Args args) {
   if (!finite_body<T>(args.h, args.blob, this_thread())) *args.h.flag = 1;
+}
+
+template <class T, class Args>
+__global__ void __launch_bounds__(block_threads) norm_kernel(const __grid_constant__ Args args) {
+  __shared__ T lanes[nestla::detail::norm_lanes];
+  norm_partials_body<T>(args.h, args.blob, blockIdx.x, gridDim.x, lanes, block_barrier{});
+}
+
+template <class T, class Args>
+__global__ void __launch_bounds__(block_threads) norm_finalize_kernel(const __grid_constant__ Args args) {
+  norm_finalize_body<T>(args.h, args.blob, block_barrier{});
 }
 
 template <class T>

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "nestla/detail/grad_norm.hpp"
 #include "nestla/step_plan.hpp"
 
 namespace nestla::cuda::detail {
@@ -61,6 +62,19 @@ struct finite_header {
   std::uint32_t ntensors;
   std::uint32_t ops_at;
   int* flag;
+};
+
+// The gradient norm kernels' header (their order: nestla/detail/grad_norm.hpp).
+template <class T>
+struct norm_header {
+  std::size_t flat_total;
+  std::uint32_t ntensors;
+  std::uint32_t ops_at;
+  nestla::detail::norm_spec spec;
+  T max_norm;
+  double* partials;  // partial_count(flat_total, ntensors) of them
+  double* norms;     // one per tensor
+  T* out;            // [0] the total norm, [1] the clipping coefficient
 };
 
 constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
