@@ -3,8 +3,9 @@
 // nestla::BaseOptimizer<Rule, T, Backend> turns a rule into an optimizer that
 // binds parameter sets, owns the state buffers, nests under Lookahead, fuses
 // the syncs into its pass, runs on worker threads and on the CUDA backend,
-// supports parameter groups, guards non-finite gradients and checkpoints. The
-// rule says only what is particular to one optimizer:
+// supports parameter groups, guards non-finite gradients, clips gradients
+// (nestla/clip.hpp) and checkpoints. The rule says only what is particular to
+// one optimizer:
 //
 //   struct MyRule {
 //     struct options { double lr = 1e-3; ... };   // an aggregate, PyTorch's names; `lr` is
