@@ -71,7 +71,16 @@ nestla::Momentum to_policy(const std::string& s) {
 nestla::LookaheadOptions to_level(const json& j) {
   return nestla::LookaheadOptions{.k = j.at("k").get<int>(),
                                   .alpha = j.at("alpha").get<double>(),
-                                  .momentum = to_policy(j.at("momentum").get<std::string>())};
+                                  .momentum = to_policy(j.at("momentum").get<std::string>()),
+                                  .outer_momentum = j.value("outer_momentum", 0.0),
+                                  .outer_nesterov = j.value("outer_nesterov", false)};
+}
+
+// Does any level of the case have outer momentum (DiLoCo's outer step)?
+bool has_outer_momentum(const json& c) {
+  for (const auto& l : c.at("lookahead"))
+    if (l.value("outer_momentum", 0.0) != 0) return true;
+  return false;
 }
 
 // Largest error seen in one case, and where the first violation happened.
@@ -192,13 +201,14 @@ bool verbose() {
   return v && *v && std::string(v) != "0";
 }
 
-// Runs every case whose depth is in [lo, hi]; returns how many ran.
-int check_depths(std::size_t lo, std::size_t hi, bool composed = false) {
+// Runs every case whose depth is in [lo, hi] and that has outer momentum
+// (or has none); returns how many ran.
+int check_depths(std::size_t lo, std::size_t hi, bool composed = false, bool outer = false) {
   int n = 0;
   double group_rel = 0;
   for (const auto& c : golden()) {
     const std::size_t depth = c.at("lookahead").size();
-    if (depth < lo || depth > hi) continue;
+    if (depth < lo || depth > hi || has_outer_momentum(c) != outer) continue;
     const std::string name = c.at("name").get<std::string>() + (composed ? " (composed)" : "");
     INFO("case ", name);
     const Result r = run_case(c, composed);
@@ -217,7 +227,7 @@ int check_depths(std::size_t lo, std::size_t hi, bool composed = false) {
 TEST_CASE("golden data loads and has the expected cases") {
   const auto& g = golden();
   REQUIRE(g.is_array());
-  CHECK(g.size() == 37);
+  CHECK(g.size() == 44);
   for (const auto& c : g) {
     INFO("case ", c.at("name").get<std::string>());
     CHECK(c.at("shapes") == json::array({7, 12, 1}));
@@ -236,3 +246,9 @@ TEST_CASE("golden: Lookahead(Lookahead(A)) composed by hand equals nested<2>") {
 }
 
 TEST_CASE("golden: nested Lookahead depth 3") { CHECK(check_depths(3, 3) == 2); }
+
+TEST_CASE("golden: outer momentum (heavy ball, Nesterov) matches torch.optim.SGD on the slow weights") {
+  CHECK(check_depths(1, 1, false, true) == 3);
+  CHECK(check_depths(2, 3, false, true) == 4);
+  CHECK(check_depths(2, 2, true, true) == 3);
+}

@@ -2,6 +2,9 @@
 //
 // Every k-th cycle of the inner optimizer:  phi <- phi + alpha (theta - phi);  theta <- phi;
 // every Lookahead inside sets its slow weights to phi; then the momentum policy acts.
+// With outer momentum mu (DiLoCo, Douillard et al. 2023), the sync is an SGD step with
+// momentum on phi:  Delta = phi - theta;  u <- Delta (first sync) or mu u + Delta;
+// phi <- phi - alpha (Delta + mu u) (Nesterov) or phi - alpha u.
 // The sync is fused into the pass of the step that completes the cycle.
 #pragma once
 
@@ -22,6 +25,8 @@ struct LookaheadOptions {
   int k = 5;                            // sync after every k-th cycle of the inner optimizer
   double alpha = 0.5;                   // slow weights step size, in [0, 1]
   Momentum momentum = Momentum::keep;   // what the sync does to the first moments
+  double outer_momentum = 0;            // momentum of the sync's SGD step on phi (DiLoCo: 0.9), >= 0
+  bool outer_nesterov = false;          // Nesterov outer momentum (DiLoCo); needs outer_momentum > 0
 };
 
 namespace detail {
@@ -30,6 +35,11 @@ inline const LookaheadOptions& validate(const LookaheadOptions& o) {
   check_option(o.alpha >= 0 && o.alpha <= 1, "Lookahead", "alpha", o.alpha, "must be in [0, 1]");
   const auto m = static_cast<unsigned>(o.momentum);
   check_option(m <= 2, "Lookahead", "momentum", m, "must be keep, reset or pullback");
+  check_option(o.outer_momentum >= 0 && std::isfinite(o.outer_momentum), "Lookahead", "outer_momentum",
+               o.outer_momentum, "must be finite and >= 0");
+  if (o.outer_nesterov)
+    check_option(o.outer_momentum > 0, "Lookahead", "outer_momentum", o.outer_momentum,
+                 "outer_nesterov needs outer_momentum > 0");
   return o;
 }
 }  // namespace detail
@@ -74,10 +84,20 @@ class Lookahead {
 
   const LookaheadOptions& options() const noexcept { return opts_; }
   // Takes effect from the next step. A level switched to pullback starts its
-  // slow momenta at zero.
+  // slow momenta at zero; one given outer momentum starts u at zero, and its
+  // next sync sets u <- Delta (as torch.optim.SGD's first step).
   void set_options(const LookaheadOptions& o) {
     detail::validate(o);
-    if (o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized()) slow_m_ = buffer(slow_.size());
+    buffer slow_m, u;
+    const bool need_m = o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized();
+    const bool need_u = o.outer_momentum != 0 && u_.empty() && base().initialized();
+    if (need_m) slow_m = buffer(slow_.size());
+    if (need_u) u = buffer(slow_.size());
+    if (need_m) slow_m_ = std::move(slow_m);
+    if (need_u) {
+      u_ = std::move(u);
+      outer_started_ = false;
+    }
     opts_ = o;
   }
   void set_alpha(double alpha) {
@@ -92,6 +112,8 @@ class Lookahead {
   // This level's slow weights (flat, laid out as base().layout()).
   const buffer& slow_weights() const noexcept { return slow_; }
   const buffer& slow_momentum() const noexcept { return slow_m_; }
+  // The outer momentum buffer u (empty until outer momentum is used).
+  const buffer& outer_momentum_buffer() const noexcept { return u_; }
 
   // Exchanges the parameters with this level's slow weights: call once to
   // evaluate at the slow weights, once more to return. No step is allowed in
@@ -134,8 +156,15 @@ class Lookahead {
     pending_sync_ = inner_done && cycles_ + 1 >= static_cast<std::uint64_t>(opts_.k);
     if (pending_sync_) {
       const bool pull = opts_.momentum == Momentum::pullback && base().has_first_moment();
-      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(), pull ? slow_m_.data() : nullptr, T(opts_.alpha),
-                                             pull || opts_.momentum != Momentum::pullback ? opts_.momentum : Momentum::keep};
+      const bool outer = opts_.outer_momentum != 0;
+      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(),
+                                             pull ? slow_m_.data() : nullptr,
+                                             T(opts_.alpha),
+                                             pull || opts_.momentum != Momentum::pullback ? opts_.momentum : Momentum::keep,
+                                             outer ? u_.data() : nullptr,
+                                             T(opts_.outer_momentum),
+                                             opts_.outer_nesterov,
+                                             outer && !outer_started_};
     }
     return pending_sync_;
   }
@@ -149,16 +178,19 @@ class Lookahead {
     if (pending_sync_) {
       cycles_ = 0;
       ++syncs_;
+      if (opts_.outer_momentum != 0) outer_started_ = true;
     } else {
       ++cycles_;
     }
   }
   void initialize_state(const Layout& l) {
-    buffer slow(l.total), slow_m;
+    buffer slow(l.total), slow_m, u;
     if (opts_.momentum == Momentum::pullback) slow_m = buffer(l.total);
+    if (opts_.outer_momentum != 0) u = buffer(l.total);
     inner_.initialize_state(l);
     slow_ = std::move(slow);
     slow_m_ = std::move(slow_m);
+    u_ = std::move(u);
   }
   void write_state(detail::checkpoint_writer& w) const {
     w.put<std::int64_t>(opts_.k);
@@ -172,6 +204,12 @@ class Lookahead {
       w.put<std::uint8_t>(!slow_m_.empty());
       if (!slow_m_.empty()) detail::write_state_buffer<backend_type>(w, slow_m_, base().layout());
     }
+    // Since format version 2: outer momentum.
+    w.put<double>(opts_.outer_momentum);
+    w.put<std::uint8_t>(opts_.outer_nesterov);
+    w.put<std::uint8_t>(outer_started_);
+    w.put<std::uint8_t>(!u_.empty());
+    if (!u_.empty()) detail::write_state_buffer<backend_type>(w, u_, base().layout());
     inner_.write_state(w);
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
@@ -192,16 +230,36 @@ class Lookahead {
     swapped_ = r.get<std::uint8_t>("Lookahead swapped") != 0;
     slow_ = {};
     slow_m_ = {};
+    u_ = {};
+    outer_started_ = false;
     if (l) {
       slow_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow weights");
       if (r.get<std::uint8_t>("Lookahead has slow momenta"))
         slow_m_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow momenta");
       else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
     }
+    if (r.version() >= 2) read_outer_momentum(r, l);
     inner_.read_state(r, l);
   }
 
  private:
+  void read_outer_momentum(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
+    opts_.outer_momentum = r.get<double>("Lookahead outer_momentum");
+    opts_.outer_nesterov = r.get<std::uint8_t>("Lookahead outer_nesterov") != 0;
+    try {
+      detail::validate(opts_);
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    outer_started_ = r.get<std::uint8_t>("Lookahead outer momentum started") != 0;
+    if (r.get<std::uint8_t>("Lookahead has outer momentum buffer")) {
+      if (!l) r.error("outer momentum buffer present in a checkpoint taken before the first step");
+      u_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead outer momentum buffer");
+    } else if (l && opts_.outer_momentum != 0) {
+      r.error("Lookahead outer momentum buffer missing");
+    }
+  }
+
   template <class P>
   std::span<const TensorRef<T>> bind_for_slow(P& params, const char* who) {
     if (!base().initialized())
@@ -211,9 +269,10 @@ class Lookahead {
   }
   Inner inner_;
   LookaheadOptions opts_;
-  buffer slow_, slow_m_;
+  buffer slow_, slow_m_, u_;
   std::uint64_t cycles_ = 0, syncs_ = 0;
   bool swapped_ = false;
+  bool outer_started_ = false;  // u holds momentum (torch: state has 'momentum_buffer')
   bool pending_inner_ = false, pending_sync_ = false;  // scratch between plan_step and commit_step
 };
 

@@ -49,7 +49,9 @@ inline void validate_group(const GroupOptions& g, const char* who) {
 }
 
 inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
-inline constexpr std::uint32_t checkpoint_version = 1;
+// Version 2 added each Lookahead level's outer momentum; version 1 files load with none.
+inline constexpr std::uint32_t checkpoint_version = 2;
+inline constexpr std::uint32_t oldest_checkpoint_version = 1;
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
 
 // nvcc's device pass compiles every __host__ __device__ instantiation it
@@ -371,8 +373,11 @@ void load_checkpoint(Top& top, std::istream& is) {
   for (char c : checkpoint_magic)
     if (r.get<char>("magic") != c) r.error("not a nestla checkpoint (bad magic tag)");
   if (!r.checksum_ok()) r.error("checksum mismatch: the checkpoint is damaged");
-  if (auto v = r.get<std::uint32_t>("version"); v != checkpoint_version)
-    r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", checkpoint_version, ")"));
+  if (auto v = r.get<std::uint32_t>("version"); v < oldest_checkpoint_version || v > checkpoint_version)
+    r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", oldest_checkpoint_version,
+                   " to ", checkpoint_version, ")"));
+  else
+    r.set_version(v);
   if (r.get<std::uint32_t>("byte order") != byte_order_mark) r.error("checkpoint written on a machine of other byte order");
   if (auto type = r.get_string("optimizer type"); type != Top::type_name())
     r.error(concat("checkpoint is for optimizer ", type, ", this optimizer is ", Top::type_name()));

@@ -228,6 +228,16 @@ TEST_CASE("Adam and AdamW on the GPU match the host at every depth and policy") 
   check_all_depths("AdamW amsgrad", nestla::AdamW<float>(wa), nestla::AdamW<float, Dev>(wa));
 }
 
+TEST_CASE("outer momentum (heavy ball, Nesterov) on the GPU matches the host") {
+  const std::array<LookaheadOptions, 3> lv{
+      LookaheadOptions{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9},
+      LookaheadOptions{.k = 2, .alpha = 0.8, .momentum = Momentum::reset},
+      LookaheadOptions{.k = 2, .alpha = 1.0, .outer_momentum = 0.9, .outer_nesterov = true}};
+  const nestla::AdamWOptions w{.lr = 1e-2, .weight_decay = 0.1};
+  check_depth<1>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Dev>(w), lv, "outer", false);
+  check_depth<3>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Dev>(w), lv, "outer", true);
+}
+
 TEST_CASE("float64 on the GPU matches the host") {
   auto h = nestla::nested<2>(nestla::Adam<double>({.lr = 1e-2, .amsgrad = true}),
                              {{.k = 2, .momentum = Momentum::pullback}, {.k = 3, .momentum = Momentum::reset}});

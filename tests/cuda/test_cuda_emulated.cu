@@ -152,6 +152,20 @@ TEST_CASE("emulated kernels: Adam and AdamW at every depth and policy, bit for b
   check_all("AdamW amsgrad", nestla::AdamW<float>(w), nestla::AdamW<float, Emu>(w));
 }
 
+TEST_CASE("emulated kernels: outer momentum (heavy ball and Nesterov) at depths 1 to 3, bit for bit") {
+  for (bool nesterov : {false, true}) {
+    const std::array<LookaheadOptions, 3> lv{
+        LookaheadOptions{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9, .outer_nesterov = nesterov},
+        LookaheadOptions{.k = 2, .alpha = 0.8, .momentum = Momentum::reset},
+        LookaheadOptions{.k = 2, .alpha = 1.0, .momentum = Momentum::pullback, .outer_momentum = 0.7, .outer_nesterov = !nesterov}};
+    const nestla::AdamWOptions w{.lr = 1e-2, .weight_decay = 0.1};
+    check_depth<1>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Emu>(w), lv, false);
+    check_depth<3>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Emu>(w), lv, true);
+    const nestla::SGDOptions m{.lr = 0.05, .momentum = 0.9};
+    check_depth<2>("SGD outer", nestla::SGD<float>(m), nestla::SGD<float, Emu>(m), lv, false);
+  }
+}
+
 TEST_CASE("emulated kernels: misaligned pointers, every tier, odd chunking") {
   for (auto [ps, gs] : {std::pair<std::size_t, std::size_t>{1, 0}, {0, 3}, {2, 2}, {4, 8}}) {
     for (auto tier : {nestla::cuda::detail::tier::small_params, nestla::cuda::detail::tier::large_params, nestla::cuda::detail::tier::device_blob}) {

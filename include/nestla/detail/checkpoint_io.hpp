@@ -87,6 +87,10 @@ class checkpoint_reader {
   }
 
   bool checksum_ok() const { return computed_ok_; }
+  // The format version the checkpoint declares (load_checkpoint sets it after
+  // checking it), so that readers of later fields can accept older files.
+  std::uint32_t version() const { return version_; }
+  void set_version(std::uint32_t v) { version_ = v; }
   std::size_t position() const { return pos_; }
   bool at_end() const { return pos_ == end_; }
   std::string_view what() const { return what_; }
@@ -133,6 +137,7 @@ class checkpoint_reader {
   std::string buf_;
   std::string what_;
   std::size_t pos_ = 0, end_ = 0;
+  std::uint32_t version_ = 0;
   bool computed_ok_ = false;
 };
 
