@@ -162,13 +162,17 @@ class Lookahead:
         """Every Lookahead level inside this one, outermost first."""
         return [self.inner] + self.inner.lookaheads() if isinstance(self.inner, Lookahead) else []
 
+    def init_slow(self):
+        """First step, before any update: phi <- theta, zero slow moments."""
+        self.phi = [p.detach().clone() for p in self.params]
+        self.m_slow = [torch.zeros_like(p) for p in self.params]
+        if self.outer_momentum != 0:
+            self.outer = torch.optim.SGD(self.phi, lr=self.alpha, momentum=self.outer_momentum,
+                                         nesterov=self.outer_nesterov, foreach=False)
+
     def step(self, grads):
         if self.phi is None:  # first step: before any update (inner levels init below, still before it)
-            self.phi = [p.detach().clone() for p in self.params]
-            self.m_slow = [torch.zeros_like(p) for p in self.params]
-            if self.outer_momentum != 0:
-                self.outer = torch.optim.SGD(self.phi, lr=self.alpha, momentum=self.outer_momentum,
-                                             nesterov=self.outer_nesterov, foreach=False)
+            self.init_slow()
         self.synced = False
         if not self.inner.step(grads):  # inner syncs (if any) happen inside, before ours
             return False
@@ -179,20 +183,21 @@ class Lookahead:
         self.synced = True
         return True
 
-    def sync(self):
-        self.sync_toward([p.data for p in self.params])
-
-    def sync_toward(self, theta):
-        """The sync with theta the fast weights reaching this level (the distributed
-        simulation passes the group mean)."""
+    def sync(self, x=None, m_mean=None):
+        """The level's sync. x: theta - phi per tensor, None for this worker's own;
+        the distributed simulation (make_distributed_golden.py) passes the group
+        mean of theta - phi, and of the first moments (m_mean) for pullback."""
         a = self.alpha
         with torch.no_grad():
             if self.outer is None:
-                for phi, t in zip(self.phi, theta):
-                    phi.copy_(phi + a * (t - phi))    # phi <- phi + alpha (theta - phi)
+                for phi, p, xi in zip(self.phi, self.params, x or [None] * len(self.phi)):
+                    if xi is None:
+                        phi.copy_(phi + a * (p.data - phi))   # phi <- phi + alpha (theta - phi)
+                    else:
+                        phi.copy_(phi + a * xi)
             else:                                     # outer SGD on phi, gradient phi - theta
-                for phi, t in zip(self.phi, theta):
-                    phi.grad = phi - t
+                for phi, p, xi in zip(self.phi, self.params, x or [None] * len(self.phi)):
+                    phi.grad = phi - p.data if xi is None else -xi
                 self.outer.step()
             for phi, p in zip(self.phi, self.params):
                 p.data.copy_(phi)                     # theta <- phi
@@ -206,8 +211,8 @@ class Lookahead:
                 for m in ms:
                     m.zero_()
             else:  # pullback
-                for m, m_s in zip(ms, self.m_slow):
-                    m_s.copy_(m_s + a * (m - m_s))    # m_s <- m_s + alpha (m - m_s)
+                for m, m_s, mm in zip(ms, self.m_slow, m_mean or ms):
+                    m_s.copy_(m_s + a * (mm - m_s))   # m_s <- m_s + alpha (m - m_s)
                     m.copy_(m_s)                       # m <- m_s
             for lvl in self.lookaheads():            # inner pullback levels restart from the new m
                 if lvl.policy == "pullback":

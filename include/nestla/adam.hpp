@@ -102,6 +102,8 @@ class AdamFamily : public BaseOptimizer<AdamFamily<T, Decoupled, Backend>, T, Ba
   const buffer& exp_avg_sq() const noexcept { return v_; }
   const buffer& max_exp_avg_sq() const noexcept { return vmax_; }
   bool has_first_moment() const noexcept { return true; }
+  // The first moment's flat buffer for passes without the update (distributed steps).
+  T* first_moment_data() noexcept { return m_.data(); }
 
   // --- protocol (see BaseOptimizer) -----------------------------------------
   void allocate_own(const Layout& l) {

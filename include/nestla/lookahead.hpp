@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -105,6 +106,16 @@ class Lookahead {
     o.alpha = alpha;
     set_options(o);
   }
+
+  // This level's group of workers (docs/semantics.md, "Distributed
+  // Lookahead"): with several, a sync averages theta - phi (and, for pullback,
+  // the first moments) over it and applies the sync to the mean. Null: this
+  // worker alone. Groups nest outward; they are checked on the next step.
+  void set_group(std::shared_ptr<worker_group> g) {
+    detail::check_group_for<T, backend_type>(g, "set_group");
+    group_ = std::move(g);
+  }
+  const std::shared_ptr<worker_group>& group() const noexcept { return group_; }
 
   // Syncs of this level so far, and inner cycles since its last sync.
   std::uint64_t syncs() const noexcept { return syncs_; }
@@ -273,6 +284,7 @@ class Lookahead {
   std::uint64_t cycles_ = 0, syncs_ = 0;
   bool swapped_ = false;
   bool outer_started_ = false;  // u holds momentum (torch: state has 'momentum_buffer')
+  std::shared_ptr<worker_group> group_;
   bool pending_inner_ = false, pending_sync_ = false;  // scratch between plan_step and commit_step
 };
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <istream>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -14,7 +15,9 @@
 #include <vector>
 
 #include "nestla/detail/checkpoint_io.hpp"
+#include "nestla/detail/distributed.hpp"
 #include "nestla/error.hpp"
+#include "nestla/group.hpp"
 #include "nestla/parameter_set.hpp"
 #include "nestla/step_plan.hpp"
 
@@ -171,6 +174,16 @@ class BaseOptimizer {
   void save(std::ostream& os) const;
   void load(std::istream& is);
 
+  // --- distributed training (docs/semantics.md, "Distributed Lookahead") -----
+  // Level 0's group: with several workers, the gradients are averaged over it
+  // before every update (synchronous data parallel). Null: this worker alone.
+  // Checked on the next step, with every level's group.
+  void set_group(std::shared_ptr<worker_group> g) {
+    detail::check_group_for<T, Backend>(g, "set_group");
+    group_ = std::move(g);
+  }
+  const std::shared_ptr<worker_group>& group() const noexcept { return group_; }
+
   // --- protocol between the levels of a nested optimizer (not for users) ----
   bool plan_step(StepPlan<T>&) { return true; }
   void collect_init(StepPlan<T>&) {}
@@ -190,6 +203,12 @@ class BaseOptimizer {
   template <class P, class G>
   void bind(P& params, G& grads);
   std::span<const TensorRef<T>> views() const noexcept { return views_; }
+  // Distributed steps: the bound gradients are read from flat (laid out as
+  // the state) instead, and the scratch the distributed step keeps.
+  void use_flat_grads(const T* flat) {
+    for (auto& v : views_) v.grad = flat + v.offset;
+  }
+  detail::distributed_scratch<T, Backend>& distributed_scratch() noexcept { return dist_; }
   Layout pending_layout() const {
     std::vector<std::size_t> sizes;
     sizes.reserve(views_.size());
@@ -309,6 +328,8 @@ class BaseOptimizer {
   std::vector<int> tensor_group_;  // per tensor: its group, or -1
   bool guard_ = false, last_skipped_ = false;
   std::uint64_t skipped_ = 0;
+  std::shared_ptr<worker_group> group_;
+  detail::distributed_scratch<T, Backend> dist_;
 };
 
 namespace detail {
@@ -327,9 +348,12 @@ constexpr void check_set_type() {
 
 // The one step driver for every optimizer, base or nested: bind and check the
 // sets, apply the guard, create the state on the first step, plan which levels
-// sync, run one fused pass, then advance the counters.
+// sync, run one fused pass, then advance the counters. A step with a level
+// whose group communicates goes to the distributed driver
+// (detail/distributed.hpp) instead.
 template <class Top, class P, class G>
 bool run_step(Top& top, P& params, G& grads) {
+  if (const level_groups lg = groups_of(top); lg.any()) return run_distributed_step(top, params, grads, lg);
   auto& b = top.base();
   b.bind(params, grads);
   if (!b.note_guard()) return false;

@@ -83,6 +83,8 @@ class SGD : public BaseOptimizer<SGD<T, Backend>, T, Backend> {
   // The momentum buffer b (empty until momentum is used).
   const typename Backend::template buffer<T>& momentum_buffer() const noexcept { return buf_; }
   bool has_first_moment() const noexcept { return opts_.momentum != 0; }
+  // The first moment's flat buffer for passes without the update (distributed steps); null: none.
+  T* first_moment_data() noexcept { return opts_.momentum != 0 ? buf_.data() : nullptr; }
 
   // --- protocol (see BaseOptimizer) -----------------------------------------
   void allocate_own(const Layout& l) {
