@@ -162,9 +162,9 @@ TEST_CASE("outer momentum is checkpointed: resuming mid-cycle is bit-identical t
   CHECK(bytes(resumed) == bytes(straight));
 }
 
-// tests/data/checkpoint_v1.bin was written by nestla before outer momentum
-// (format version 1, commit fec80af) after exactly the 7 steps below.
-TEST_CASE("a version-1 checkpoint (before outer momentum) loads with no outer momentum") {
+// tests/data/checkpoint_v2.bin was written by nestla before outer momentum
+// (format version 2, commit a56c759) after exactly the 7 steps below.
+TEST_CASE("a version-2 checkpoint (before outer momentum) loads with no outer momentum") {
   auto make1 = [] {
     return nestla::nested<2>(nestla::Adam<double>({.lr = 0.01}),
                              {{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback}, {.k = 2, .alpha = 0.8}});
@@ -175,7 +175,7 @@ TEST_CASE("a version-1 checkpoint (before outer momentum) loads with no outer mo
     for (std::size_t i = 0; i < q.size(); ++i) g[i] = q[i] * 0.5 + 0.1 * double(s) - 0.2 * double(i);
   };
   for (int s = 0; s < 7; ++s) grads(s, p), straight.step(p, g);
-  std::ifstream in(std::string(NESTLA_TEST_DATA_DIR) + "/checkpoint_v1.bin", std::ios::binary);
+  std::ifstream in(std::string(NESTLA_TEST_DATA_DIR) + "/checkpoint_v2.bin", std::ios::binary);
   REQUIRE(in);
   auto loaded = nestla::nested<2>(nestla::Adam<double>({.lr = 0.5}),
                                   {{.k = 1, .outer_momentum = 0.9}, {.k = 1, .outer_momentum = 0.5}});

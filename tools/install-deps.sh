@@ -6,6 +6,7 @@ packages=(
   libxsimd-dev                     # the core's explicit SIMD
   doctest-dev                      # tests
   libeigen3-dev xtensor-dev        # container adaptors and the ResNet-18 example
+  libarmadillo-dev                 # the Armadillo adaptor and the ensmallen/mlpack adaptor
   libdnnl-dev ocl-icd-opencl-dev   # the example's fast CPU convolutions (oneDNN; its CMake package needs OpenCL's)
   zlib1g-dev nlohmann-json3-dev libcli11-dev   # the example's data, metrics and command line
   dataset-fashion-mnist            # real data for the example

@@ -101,7 +101,7 @@ std::string describe_base(const nestla::SGD<T, Backend>& o) {
   return s.str();
 }
 template <class T, bool Decoupled, class Backend>
-std::string describe_base(const nestla::AdamFamily<T, Decoupled, Backend>& o) {
+std::string describe_base(const nestla::BaseOptimizer<nestla::adam_rule<Decoupled>, T, Backend>& o) {
   const auto& p = o.options();
   std::ostringstream s;
   s << (Decoupled ? "AdamW" : "Adam") << "(lr=" << p.lr << ", betas=(" << p.beta1 << ", " << p.beta2

@@ -215,7 +215,7 @@ class Lookahead {
       w.put<std::uint8_t>(!slow_m_.empty());
       if (!slow_m_.empty()) detail::write_state_buffer<backend_type>(w, slow_m_, base().layout());
     }
-    // Since format version 2: outer momentum.
+    // Since format version 3: outer momentum.
     w.put<double>(opts_.outer_momentum);
     w.put<std::uint8_t>(opts_.outer_nesterov);
     w.put<std::uint8_t>(outer_started_);
@@ -249,7 +249,7 @@ class Lookahead {
         slow_m_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow momenta");
       else if (opts_.momentum == Momentum::pullback) r.error("pullback level without slow momenta");
     }
-    if (r.version() >= 2) read_outer_momentum(r, l);
+    if (r.version() >= 3) read_outer_momentum(r, l);
     inner_.read_state(r, l);
   }
 

@@ -1,8 +1,9 @@
 // nestla: header-only Lookahead and Nested Lookahead optimizers over your own tensors. Include this one header.
 //
 // Containers from the standard library work out of the box; include
-// <nestla/eigen.hpp> or <nestla/xtensor.hpp> for those libraries' tensors, and
-// <nestla/cuda.hpp> (with nvcc) for device memory.
+// <nestla/eigen.hpp>, <nestla/xtensor.hpp> or <nestla/armadillo.hpp> for those
+// libraries' tensors, <nestla/cuda.hpp> (with nvcc) for device memory, and
+// <nestla/ensmallen.hpp> to use any optimizer where mlpack or ensmallen expect one.
 #pragma once
 
 #define NESTLA_VERSION_MAJOR 0

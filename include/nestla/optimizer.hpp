@@ -1,7 +1,8 @@
-// Machinery every base optimizer shares: binding a parameter set, parameter groups, the step driver, checkpoints.
+// A base optimizer from an update rule (rule.hpp): binding a parameter set, state, parameter groups, the step driver, checkpoints.
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <istream>
@@ -11,7 +12,9 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "nestla/detail/checkpoint_io.hpp"
@@ -19,6 +22,7 @@
 #include "nestla/error.hpp"
 #include "nestla/group.hpp"
 #include "nestla/parameter_set.hpp"
+#include "nestla/rule.hpp"
 #include "nestla/step_plan.hpp"
 
 namespace nestla {
@@ -40,10 +44,6 @@ struct ParamGroup {
 
 namespace detail {
 
-inline void check_option(bool ok, const char* who, const char* name, double value, const char* rule) {
-  if (!ok) fail<invalid_option>("nestla: ", who, ": ", name, " = ", value, " is invalid (", rule, ")");
-}
-
 inline void validate_group(const GroupOptions& g, const char* who) {
   if (g.lr) check_option(*g.lr >= 0 && std::isfinite(*g.lr), who, "group lr", *g.lr, "must be finite and >= 0");
   if (g.weight_decay)
@@ -52,9 +52,10 @@ inline void validate_group(const GroupOptions& g, const char* who) {
 }
 
 inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
-// Version 2 added each Lookahead level's outer momentum; version 1 files load with none.
-inline constexpr std::uint32_t checkpoint_version = 2;
-inline constexpr std::uint32_t oldest_checkpoint_version = 1;
+// Version 2: base optimizers as update rules. Version 3 added each Lookahead
+// level's outer momentum; version 2 files load as levels without it.
+inline constexpr std::uint32_t checkpoint_version = 3;
+inline constexpr std::uint32_t oldest_checkpoint_version = 2;
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
 
 // nvcc's device pass compiles every __host__ __device__ instantiation it
@@ -91,37 +92,189 @@ typename Backend::template buffer<T> read_state_buffer(checkpoint_reader& r, con
   return b;
 }
 
+
+// What a rule's prepare returns, as a variant (a single functor type is a
+// variant of one alternative).
+template <class P>
+struct as_variant {
+  using type = std::variant<P>;
+};
+template <class... Ops>
+struct as_variant<std::variant<Ops...>> {
+  using type = std::variant<Ops...>;
+};
+
+// Which states a functor reads and writes (its `uses` mask, else all N).
+template <class Op, std::size_t N>
+constexpr unsigned uses_mask() {
+  constexpr unsigned all = N >= 32 ? ~0u : (1u << N) - 1u;
+  if constexpr (requires { Op::uses; }) {
+    static_assert((Op::uses & ~all) == 0, "nestla: an update functor's `uses` names a state the rule does not have");
+    return Op::uses;
+  } else {
+    return all;
+  }
+}
+
+// The functor the backends run: the rule's, seeing all N states at their
+// indices while only the used ones (Mask) are loaded and stored. Unused
+// entries are never touched by a correct functor.
+template <class Op, std::size_t N, unsigned Mask>
+struct masked_update {
+  static constexpr std::size_t states = static_cast<std::size_t>(std::popcount(Mask));
+  Op op;
+
+  template <class V>
+  NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
+    V all[N > 0 ? N : 1];
+    std::size_t j = 0;
+    for (std::size_t k = 0; k < N; ++k)
+      if ((Mask >> k) & 1u) all[k] = s[j++];
+    op(p, g, all);
+    j = 0;
+    for (std::size_t k = 0; k < N; ++k)
+      if ((Mask >> k) & 1u) s[j++] = all[k];
+  }
+};
+
+template <class O>
+double weight_decay_option(const O& o) {
+  if constexpr (requires { o.weight_decay; }) return static_cast<double>(o.weight_decay);
+  else return 0;
+}
+
+// Options and scalars as checkpoint fields: doubles, bools, integers, enums.
+struct field_writer {
+  checkpoint_writer& w;
+  template <class V>
+  void operator()(const char*, const V& v) const {
+    if constexpr (std::is_same_v<V, bool>) w.put<std::uint8_t>(v);
+    else if constexpr (std::is_floating_point_v<V>) w.put<double>(static_cast<double>(v));
+    else if constexpr (std::is_enum_v<V>) w.put<std::int64_t>(static_cast<std::int64_t>(v));
+    else if constexpr (std::is_integral_v<V>) w.put<std::int64_t>(static_cast<std::int64_t>(v));
+    else static_assert(sizeof(V) == 0, "nestla: an option field must be floating-point, bool, integral or an enum");
+  }
+};
+struct field_reader {
+  checkpoint_reader& r;
+  template <class V>
+  void operator()(const char* name, V& v) const {
+    if constexpr (std::is_same_v<V, bool>) {
+      const auto b = r.get<std::uint8_t>(name);
+      if (b > 1) r.error(concat("field '", name, "' is a flag, but holds ", unsigned(b)));
+      v = b != 0;
+    } else if constexpr (std::is_floating_point_v<V>) {
+      v = static_cast<V>(r.get<double>(name));
+    } else if constexpr (std::is_enum_v<V> || std::is_integral_v<V>) {
+      using U = std::conditional_t<std::is_enum_v<V>, std::underlying_type<V>, std::type_identity<V>>;
+      using I = typename U::type;
+      const auto x = r.get<std::int64_t>(name);
+      if (!std::in_range<I>(x)) r.error(concat("field '", name, "' = ", x, " is out of range"));
+      v = static_cast<V>(static_cast<I>(x));
+    }
+  }
+};
+
+template <class Top, class P, class G>
+bool run_step(Top& top, P& params, G& grads);
+template <class Top>
+void save_checkpoint(const Top& top, std::ostream& os);
+template <class Top>
+void load_checkpoint(Top& top, std::istream& is);
+
 }  // namespace detail
 
-// CRTP base of SGD, Adam and AdamW. Derived provides
-//   static std::string type_name();
-//   void allocate_own(const Layout&);                // its state buffers, zero
-//   void execute(const StepPlan<T>&);                // one fused pass via Backend::fused_step
-//   void write_own(detail::checkpoint_writer&) const;
-//   void read_own(detail::checkpoint_reader&);
-template <class Derived, class T, class Backend>
+// A base optimizer: the update rule Rule (see rule.hpp) over tensors of T in
+// Backend's memory. SGD, Adam, AdamW and the others are aliases of it:
+//   template <class T = float, class Backend = host> using SGD = BaseOptimizer<sgd_rule, T, Backend>;
+template <class Rule, class T = float, class Backend = host>
 class BaseOptimizer {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "nestla: the scalar type must be float or double");
+  static_assert(detail::rule_has_options<Rule>,
+                "nestla: an update rule needs `struct options`: an aggregate of its hyperparameters with a `double lr`");
+  static_assert(detail::rule_has_name<Rule>, "nestla: an update rule needs `static constexpr const char* name`");
+  static_assert(detail::rule_has_states<Rule>,
+                "nestla: an update rule needs `static constexpr std::array<const char*, N> states` naming its "
+                "per-element state buffers (N <= 16; N = 0 for none)");
+  static_assert(detail::rule_has_first_moment<Rule>,
+                "nestla: an update rule needs `static constexpr int first_moment`: the index in `states` of the "
+                "buffer the momentum policies act on, or -1");
+  static_assert(detail::rule_has_validate<Rule>,
+                "nestla: an update rule needs `static void validate(const options&, const nestla::option_check&)`");
+  static_assert(detail::rule_has_fields<Rule>,
+                "nestla: an update rule needs `static void fields(auto& options, auto&& f)` calling f(\"name\", "
+                "options.member) for every option (checkpoints)");
+  static_assert(detail::rule_scalars_ok<Rule>,
+                "nestla: an update rule with `struct scalars` also needs `static void scalar_fields(auto& s, auto&& f)` "
+                "and `static void advance(const options&, scalars&, const nestla::step_context&)`");
+  static_assert(detail::rule_has_prepare<Rule, T>,
+                "nestla: an update rule needs `template <class T> static auto prepare(const options&, const "
+                "nestla::step_context&)` (with `, const scalars&` when it has scalars) returning its update functor");
+
+  using buffer = typename Backend::template buffer<T>;
+  using scalars_type = detail::rule_scalars_t<Rule>;
+  using prepared_type = typename detail::as_variant<std::remove_cvref_t<decltype(detail::call_prepare<Rule, T>(
+      std::declval<const typename Rule::options&>(), std::declval<const step_context&>(),
+      std::declval<const scalars_type*>()))>>::type;
 
  public:
+  using rule_type = Rule;
+  using options_type = typename Rule::options;
   using scalar_type = T;
   using backend_type = Backend;
-  using base_type = Derived;
+  using base_type = BaseOptimizer;
   static constexpr int depth = 0;
+  static constexpr std::size_t state_count = Rule::states.size();
 
-  Derived& base() noexcept { return static_cast<Derived&>(*this); }
-  const Derived& base() const noexcept { return static_cast<const Derived&>(*this); }
+  explicit BaseOptimizer(options_type options = {}) : opts_(validated(options)) {}
+
+  static std::string type_name() { return std::string(Rule::name); }
+
+  BaseOptimizer& base() noexcept { return *this; }
+  const BaseOptimizer& base() const noexcept { return *this; }
 
   // One training step. Returns whether a cycle completed: always true for a
   // base optimizer, false only when the non-finite guard skipped the step.
   template <class P, class G>
-  bool step(P&& params, G&& grads);
+  bool step(P&& params, G&& grads) {
+    return detail::run_step(*this, params, grads);
+  }
+
+  // --- options --------------------------------------------------------------
+  const options_type& options() const noexcept { return opts_; }
+  // Validated; takes effect from the next step. State a new option needs
+  // (AMSGrad's maximum, SGD's momentum) is created zero at that step.
+  void set_options(const options_type& o) { opts_ = validated(o); }
+  void set_lr(double lr) {
+    auto o = opts_;
+    o.lr = lr;
+    set_options(o);
+  }
+
+  // --- state ----------------------------------------------------------------
+  // State buffer k (Rule::states[k]), flat and laid out as layout(); empty
+  // until a step used it.
+  const buffer& state(std::size_t k) const {
+    if (k >= state_count) detail::fail<std::out_of_range>("nestla: ", Rule::name, " has no state ", k);
+    return states_[k];
+  }
+  const buffer& state(std::string_view name) const {
+    for (std::size_t k = 0; k < state_count; ++k)
+      if (name == Rule::states[k]) return states_[k];
+    detail::fail<std::out_of_range>("nestla: ", Rule::name, " has no state '", name, "'");
+  }
+  // Whether the next step keeps a first moment for the momentum policies
+  // (e.g. false for SGD without momentum).
+  bool has_first_moment() const {
+    if constexpr (Rule::first_moment < 0) return false;
+    else return (mask_of(prepare_for(-1, next_scalars())) >> Rule::first_moment) & 1u;
+  }
 
   // --- parameter groups ---------------------------------------------------
   // Puts the tensors with these indices (in the parameter set's order) in a
   // new group with its own lr and/or weight_decay. Returns the group's id.
   std::size_t add_param_group(std::vector<std::size_t> tensors, GroupOptions options) {
-    detail::validate_group(options, Derived::type_name().c_str());
+    validate_group(options);
     for (auto t : tensors) {
       if (initialized_ && t >= layout_.count())
         detail::fail<layout_error>("nestla: add_param_group: tensor index ", t, " is out of range (the parameter set has ",
@@ -142,21 +295,27 @@ class BaseOptimizer {
     if (group >= groups_.size())
       detail::fail<invalid_option>("nestla: set_param_group: group ", group, " does not exist (", groups_.size(),
                                    " groups)");
-    detail::validate_group(options, Derived::type_name().c_str());
+    validate_group(options);
     groups_[group].options = options;
   }
   const std::vector<ParamGroup>& param_groups() const noexcept { return groups_; }
 
   // Effective hyperparameters of tensor i (after the first step).
-  double lr_of(std::size_t i) const { return override_of(i, &GroupOptions::lr, base().options().lr); }
-  double weight_decay_of(std::size_t i) const {
-    return override_of(i, &GroupOptions::weight_decay, base().options().weight_decay);
-  }
+  double lr_of(std::size_t i) const { return group_lr(group_of(i)); }
+  double weight_decay_of(std::size_t i) const { return group_weight_decay(group_of(i)); }
 
   // --- execution ------------------------------------------------------------
   // Worker threads for the update pass (1: the calling thread only).
-  void set_threads(unsigned n) { ctx_.pool.set_threads(n); }
-  unsigned threads() const { return ctx_.pool.threads(); }
+  void set_threads(unsigned n)
+    requires requires(typename Backend::context& c) { c.pool; }
+  {
+    ctx_.pool.set_threads(n);
+  }
+  unsigned threads() const
+    requires requires(const typename Backend::context& c) { c.pool; }
+  {
+    return ctx_.pool.threads();
+  }
   typename Backend::context& context() noexcept { return ctx_; }
 
   // Opt-in guard: a step whose gradients hold NaN or infinity is skipped
@@ -171,8 +330,8 @@ class BaseOptimizer {
   bool initialized() const noexcept { return initialized_; }
   const Layout& layout() const noexcept { return layout_; }
 
-  void save(std::ostream& os) const;
-  void load(std::istream& is);
+  void save(std::ostream& os) const { detail::save_checkpoint(*this, os); }
+  void load(std::istream& is) { detail::load_checkpoint(*this, is); }
 
   // --- distributed training (docs/semantics.md, "Distributed Lookahead") -----
   // Level 0's group: with several workers, the gradients are averaged over it
@@ -185,13 +344,41 @@ class BaseOptimizer {
   const std::shared_ptr<worker_group>& group() const noexcept { return group_; }
 
   // --- protocol between the levels of a nested optimizer (not for users) ----
-  bool plan_step(StepPlan<T>&) { return true; }
+  // The rule's host part of this step: one update functor per parameter
+  // group and the scalars after advance. Runs before anything changes, so a
+  // rule that throws leaves the optimizer as it was.
+  void prepare_update() {
+    pending_scalars_ = next_scalars();
+    prepared_.resize(groups_.size() + 1);
+    for (std::size_t g = 0; g <= groups_.size(); ++g)
+      prepared_[g] = prepare_for(static_cast<int>(g) - 1, pending_scalars_);
+    for (std::size_t g = 1; g < prepared_.size(); ++g)
+      if (prepared_[g].index() != prepared_[0].index())
+        detail::fail<std::logic_error>("nestla: ", Rule::name, ": prepare chose different update variants for two "
+                                       "parameter groups of one step");
+    pending_mask_ = mask_of(prepared_[0]);
+  }
+  // Creates the state buffers this step's functors use that do not exist yet.
+  bool plan_step(StepPlan<T>&) {
+    for (std::size_t k = 0; k < state_count; ++k)
+      if (((pending_mask_ >> k) & 1u) && states_[k].empty()) {
+        states_[k] = buffer(layout_.total);
+        fresh_ |= 1u << k;
+      }
+    return true;
+  }
   void collect_init(StepPlan<T>&) {}
-  void commit_step() { ++t_; }
+  void execute(const StepPlan<T>& plan) {
+    std::visit([&](const auto& first) { run(first, plan); }, prepared_[0]);
+  }
+  void commit_step() {
+    ++t_;
+    fresh_ &= ~pending_mask_;
+    scalars_ = pending_scalars_;
+  }
   void initialize_state(const Layout& l) {
     std::vector<int> map;
     map_groups(l.count(), map);  // validates before anything changes
-    base().allocate_own(l);
     layout_ = l;
     tensor_group_ = std::move(map);
     initialized_ = true;
@@ -209,6 +396,12 @@ class BaseOptimizer {
     for (auto& v : views_) v.grad = flat + v.offset;
   }
   detail::distributed_scratch<T, Backend>& distributed_scratch() noexcept { return dist_; }
+  // This step's first-moment buffer (after plan_step), for passes without the
+  // update; null when the step keeps none.
+  T* first_moment_data() noexcept {
+    if constexpr (Rule::first_moment < 0) return nullptr;
+    else return ((pending_mask_ >> Rule::first_moment) & 1u) ? states_[Rule::first_moment].data() : nullptr;
+  }
   Layout pending_layout() const {
     std::vector<std::size_t> sizes;
     sizes.reserve(views_.size());
@@ -236,7 +429,7 @@ class BaseOptimizer {
       w.put<std::uint8_t>(g.options.weight_decay.has_value());
       w.put<double>(g.options.weight_decay.value_or(0));
     }
-    base().write_own(w);
+    write_own(w);
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
     t_ = r.get<std::uint64_t>("step count");
@@ -254,7 +447,7 @@ class BaseOptimizer {
       if (r.get<std::uint8_t>("group weight_decay flag")) pg.options.weight_decay = r.get<double>("group weight_decay");
       else r.get<double>("group weight_decay");
       try {
-        detail::validate_group(pg.options, "checkpoint");
+        validate_group(pg.options);
       } catch (const invalid_option& e) {
         r.error(e.what());
       }
@@ -273,43 +466,116 @@ class BaseOptimizer {
       tensor_group_.clear();
       initialized_ = false;
     }
-    base().read_own(r);
+    read_own(r);
   }
-
- protected:
-  BaseOptimizer() = default;
-
-  // One fused pass of the base update and the plan over the bound tensors.
-  template <std::size_t S, class MakeOp>
-  void fused_step(const std::array<T*, S>& state, int m_index, const StepPlan<T>& plan, MakeOp&& make_op) {
-    if constexpr (detail::skip_in_device_pass<Backend>) return;
-    else Backend::template fused_step<T, S>(ctx_, views(), layout_.total, state, m_index, plan, make_op);
-  }
-
-  void write_buffer(detail::checkpoint_writer& w, const typename Backend::template buffer<T>& b) const {
-    detail::write_state_buffer<Backend>(w, b, layout_);
-  }
-  typename Backend::template buffer<T> read_buffer(detail::checkpoint_reader& r, const char* field) const {
-    return detail::read_state_buffer<Backend, T>(r, layout_, field);
-  }
-
-  typename Backend::context ctx_;
-  std::uint64_t t_ = 0;
 
  private:
-  // A backend may validate what was bound (the CUDA backend: device
-  // pointers), before anything is modified.
-  void check_views(const char* who) {
-    if constexpr (requires { Backend::template check_tensors<T>(ctx_, std::span<const TensorRef<T>>(views_), who); })
-      Backend::template check_tensors<T>(ctx_, std::span<const TensorRef<T>>(views_), who);
+  static const options_type& validated(const options_type& o) {
+    Rule::validate(o, option_check(Rule::name));
+    return o;
   }
-  double override_of(std::size_t i, std::optional<double> GroupOptions::*field, double fallback) const {
-    if (i < tensor_group_.size() && tensor_group_[i] >= 0) {
-      const auto& v = groups_[static_cast<std::size_t>(tensor_group_[i])].options.*field;
-      if (v) return *v;
+  void validate_group(const GroupOptions& g) const {
+    detail::validate_group(g, Rule::name);
+    if constexpr (!requires(const options_type& o) { o.weight_decay; })
+      if (g.weight_decay)
+        detail::fail<invalid_option>("nestla: ", Rule::name, ": a parameter group sets weight_decay, which ",
+                                     Rule::name, " does not have");
+  }
+
+  // -1: tensors in no group.
+  int group_of(std::size_t i) const { return i < tensor_group_.size() ? tensor_group_[i] : -1; }
+  double group_lr(int g) const {
+    if (g >= 0 && groups_[static_cast<std::size_t>(g)].options.lr) return *groups_[static_cast<std::size_t>(g)].options.lr;
+    return opts_.lr;
+  }
+  double group_weight_decay(int g) const {
+    if (g >= 0 && groups_[static_cast<std::size_t>(g)].options.weight_decay)
+      return *groups_[static_cast<std::size_t>(g)].options.weight_decay;
+    return detail::weight_decay_option(opts_);
+  }
+
+  scalars_type next_scalars() const {
+    scalars_type s = scalars_;
+    if constexpr (detail::rule_has_scalars<Rule>) Rule::advance(opts_, s, context_for(-1));
+    return s;
+  }
+  step_context context_for(int group) const {
+    return {t_ + 1, group_lr(group), group_weight_decay(group), fresh_};
+  }
+  prepared_type prepare_for(int group, const scalars_type& s) const {
+    return prepared_type(detail::call_prepare<Rule, T>(opts_, context_for(group), &s));
+  }
+  static unsigned mask_of(const prepared_type& p) {
+    return std::visit([](const auto& op) { return detail::uses_mask<std::remove_cvref_t<decltype(op)>, state_count>(); },
+                      p);
+  }
+
+  // One fused pass of the update functor Op and the plan over the bound tensors.
+  template <class Op>
+  void run(const Op&, const StepPlan<T>& plan) {
+    constexpr unsigned mask = detail::uses_mask<Op, state_count>();
+    constexpr std::size_t S = static_cast<std::size_t>(std::popcount(mask));
+    std::array<T*, S> ptrs{};
+    int m_index = -1;
+    std::size_t j = 0;
+    for (std::size_t k = 0; k < state_count; ++k)
+      if ((mask >> k) & 1u) {
+        if (static_cast<int>(k) == Rule::first_moment) m_index = static_cast<int>(j);
+        ptrs[j++] = states_[k].data();
+      }
+    auto make = [&](std::size_t i) {
+      const Op& op = std::get<Op>(prepared_[static_cast<std::size_t>(group_of(i) + 1)]);
+      if constexpr (S == state_count) return op;
+      else return detail::masked_update<Op, state_count, mask>{op};
+    };
+    if constexpr (detail::skip_in_device_pass<Backend>) return;
+    else Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
+  }
+
+  void write_own(detail::checkpoint_writer& w) const {
+    Rule::fields(opts_, detail::field_writer{w});
+    if constexpr (detail::rule_has_scalars<Rule>) Rule::scalar_fields(scalars_, detail::field_writer{w});
+    w.put<std::uint32_t>(fresh_);
+    for (std::size_t k = 0; k < state_count; ++k) {
+      w.put<std::uint8_t>(!states_[k].empty());
+      if (!states_[k].empty()) detail::write_state_buffer<Backend>(w, states_[k], layout_);
     }
-    return fallback;
   }
+  void read_own(detail::checkpoint_reader& r) {
+    options_type o{};
+    Rule::fields(o, detail::field_reader{r});
+    try {
+      Rule::validate(o, option_check(Rule::name));
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    opts_ = o;
+    scalars_ = {};
+    if constexpr (detail::rule_has_scalars<Rule>) Rule::scalar_fields(scalars_, detail::field_reader{r});
+    fresh_ = r.get<std::uint32_t>("fresh states");
+    if (fresh_ >> state_count) r.error(detail::concat("fresh-state flags name states ", Rule::name, " does not have"));
+    for (std::size_t k = 0; k < state_count; ++k) {
+      states_[k] = {};
+      if (!r.get<std::uint8_t>(Rule::states[k])) {
+        if (!((fresh_ >> k) & 1u))
+          r.error(detail::concat("state '", Rule::states[k], "' is missing but marked as updated"));
+        continue;
+      }
+      if (!initialized_)
+        r.error(detail::concat("state '", Rule::states[k], "' present in a checkpoint taken before the first step"));
+      states_[k] = detail::read_state_buffer<Backend, T>(r, layout_, Rule::states[k]);
+    }
+    if (initialized_) {
+      // Steps after the load create what the options need; what an earlier
+      // step used must be there (a missing one would silently restart at zero).
+      const unsigned needed = mask_of(prepare_for(-1, next_scalars())) & ~fresh_;
+      for (std::size_t k = 0; k < state_count; ++k)
+        if (((needed >> k) & 1u) && states_[k].empty())
+          r.error(detail::concat("state '", Rule::states[k], "' is missing"));
+    }
+  }
+
+  // Per tensor: its group, or -1.
   void map_groups(std::size_t count, std::vector<int>& map) const {
     map.assign(count, -1);
     for (std::size_t g = 0; g < groups_.size(); ++g)
@@ -320,7 +586,19 @@ class BaseOptimizer {
         map[t] = static_cast<int>(g);
       }
   }
+  // A backend may validate what was bound (the CUDA backend: device
+  // pointers), before anything is modified.
+  void check_views(const char* who) {
+    if constexpr (requires { Backend::template check_tensors<T>(ctx_, std::span<const TensorRef<T>>(views_), who); })
+      Backend::template check_tensors<T>(ctx_, std::span<const TensorRef<T>>(views_), who);
+  }
 
+  options_type opts_;
+  std::array<buffer, state_count> states_{};
+  std::uint32_t fresh_ = state_count == 0 ? 0u : ~0u >> (32 - state_count);  // bit k: states_[k] never updated
+  scalars_type scalars_{};
+  typename Backend::context ctx_;
+  std::uint64_t t_ = 0;
   Layout layout_;
   bool initialized_ = false;
   std::vector<TensorRef<T>> views_;
@@ -328,6 +606,10 @@ class BaseOptimizer {
   std::vector<int> tensor_group_;  // per tensor: its group, or -1
   bool guard_ = false, last_skipped_ = false;
   std::uint64_t skipped_ = 0;
+  // Scratch between plan_step and commit_step.
+  std::vector<prepared_type> prepared_;  // per group + 1 (index 0: tensors in no group)
+  unsigned pending_mask_ = 0;
+  scalars_type pending_scalars_{};
   std::shared_ptr<worker_group> group_;
   detail::distributed_scratch<T, Backend> dist_;
 };
@@ -357,6 +639,7 @@ bool run_step(Top& top, P& params, G& grads) {
   auto& b = top.base();
   b.bind(params, grads);
   if (!b.note_guard()) return false;
+  b.prepare_update();
   using T = typename Top::scalar_type;
   StepPlan<T> plan;
   if (!b.initialized()) {
@@ -433,9 +716,9 @@ void load_checkpoint(Top& top, std::istream& is) {
 
 }  // namespace detail
 
-template <class Derived, class T, class Backend>
+template <class Rule, class T, class Backend>
 template <class P>
-void BaseOptimizer<Derived, T, Backend>::bind_params(P& params, const char* who) {
+void BaseOptimizer<Rule, T, Backend>::bind_params(P& params, const char* who) {
   detail::check_set_type<P, T>();
   views_.clear();
   for_each_tensor(params, [&](auto& tensor) {
@@ -459,9 +742,9 @@ void BaseOptimizer<Derived, T, Backend>::bind_params(P& params, const char* who)
   check_views(who);
 }
 
-template <class Derived, class T, class Backend>
+template <class Rule, class T, class Backend>
 template <class P, class G>
-void BaseOptimizer<Derived, T, Backend>::bind(P& params, G& grads) {
+void BaseOptimizer<Rule, T, Backend>::bind(P& params, G& grads) {
   detail::check_set_type<G, T>();
   bind_params(params, "step");
   std::size_t i = 0;
@@ -484,22 +767,6 @@ void BaseOptimizer<Derived, T, Backend>::bind(P& params, G& grads) {
     for (std::size_t k = 0; k < views_.size(); ++k) views_[k].offset = l.offsets[k];
   }
   check_views("step");
-}
-
-template <class Derived, class T, class Backend>
-template <class P, class G>
-bool BaseOptimizer<Derived, T, Backend>::step(P&& params, G&& grads) {
-  return detail::run_step(base(), params, grads);
-}
-
-template <class Derived, class T, class Backend>
-void BaseOptimizer<Derived, T, Backend>::save(std::ostream& os) const {
-  detail::save_checkpoint(base(), os);
-}
-
-template <class Derived, class T, class Backend>
-void BaseOptimizer<Derived, T, Backend>::load(std::istream& is) {
-  detail::load_checkpoint(base(), is);
 }
 
 }  // namespace nestla

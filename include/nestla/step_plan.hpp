@@ -5,11 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__CUDACC__)
-#define NESTLA_HOST_DEVICE __host__ __device__
-#else
-#define NESTLA_HOST_DEVICE
-#endif
+#include "nestla/detail/host_device.hpp"
 
 namespace nestla {
 

@@ -155,14 +155,25 @@ TEST_CASE("lanes arithmetic is the scalar arithmetic, lane by lane") {
   L a, b;
   const float xa[4] = {1.5f, -2.25f, 3e-5f, 7.0f}, xb[4] = {0.1f, 4.0f, -1e3f, 3.0f};
   for (int i = 0; i < 4; ++i) a.v[i] = xa[i], b.v[i] = xb[i];
-  const L s = a + b, d = a - b, p = a * b, q = a / b, r = sqrt(L(2.0f)), m = max(a, b);
+  namespace ops = nestla::ops;
+  const L s = a + b, d = a - b, p = a * b, q = a / b, r = ops::sqrt(L(2.0f)), m = ops::max(a, b);
+  const L n = -a, mn = ops::min(a, b), ab = ops::abs(b), sg = ops::sign(b), sel = ops::select(a < b, a, b),
+          rc = ops::reciprocal(b), cl = ops::clamp(a, L(-1.0f), L(2.0f)), ms = a * 2.0f - 1.0f / b;
   for (int i = 0; i < 4; ++i) {
     CHECK(s.v[i] == xa[i] + xb[i]);
     CHECK(d.v[i] == xa[i] - xb[i]);
     CHECK(p.v[i] == xa[i] * xb[i]);
     CHECK(q.v[i] == xa[i] / xb[i]);
     CHECK(r.v[i] == std::sqrt(2.0f));
-    CHECK(m.v[i] == (xa[i] < xb[i] ? xb[i] : xa[i]));
+    CHECK(m.v[i] == ops::max(xa[i], xb[i]));
+    CHECK(n.v[i] == -xa[i]);
+    CHECK(mn.v[i] == ops::min(xa[i], xb[i]));
+    CHECK(ab.v[i] == std::fabs(xb[i]));
+    CHECK(sg.v[i] == ops::sign(xb[i]));
+    CHECK(sel.v[i] == (xa[i] < xb[i] ? xa[i] : xb[i]));
+    CHECK(rc.v[i] == 1.0f / xb[i]);
+    CHECK(cl.v[i] == std::min(std::max(xa[i], -1.0f), 2.0f));
+    CHECK(ms.v[i] == xa[i] * 2.0f - 1.0f / xb[i]);
   }
   // The update functors take lanes as they take xsimd batches.
   const nestla::detail::adam_update<float, false, true> op{0.9f, 0.1f, 0.999f, 0.001f, -0.01f, 0.5f, 1e-8f, 0.01f, 1};

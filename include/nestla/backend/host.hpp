@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <type_traits>
@@ -11,7 +12,9 @@
 #include <xsimd/xsimd.hpp>
 
 #include "nestla/detail/host_buffer.hpp"
+#include "nestla/detail/simd.hpp"
 #include "nestla/detail/thread_pool.hpp"
+#include "nestla/ops.hpp"
 #include "nestla/step_plan.hpp"
 
 // Adam's update does a sqrt and two divisions per element. With the 16-byte
@@ -60,17 +63,25 @@ struct vec512 {
 
 // The empty asm hides the product from GCC's FMA contraction (AVX-512
 // implies FMA): a fused a*b+c rounds once and would change the results.
-#define NESTLA_WIDE_BINARY(OP, EXTRA)                                                            \
-  template <class T>                                                                             \
-  [[gnu::target("avx512f")]] inline vec512<T> operator OP(const vec512<T>& a, const vec512<T>& b) { \
-    typename vec512<T>::raw x, y;                                                                \
-    a.get(x);                                                                                    \
-    b.get(y);                                                                                    \
-    x = x OP y;                                                                                  \
-    EXTRA;                                                                                       \
-    vec512<T> out;                                                                               \
-    out.set(x);                                                                                  \
-    return out;                                                                                  \
+#define NESTLA_WIDE_BINARY(OP, EXTRA)                                                                   \
+  template <class T>                                                                                    \
+  [[gnu::target("avx512f")]] inline vec512<T> operator OP(const vec512<T>& a, const vec512<T>& b) {     \
+    typename vec512<T>::raw x, y;                                                                       \
+    a.get(x);                                                                                           \
+    b.get(y);                                                                                           \
+    x = x OP y;                                                                                         \
+    EXTRA;                                                                                              \
+    vec512<T> out;                                                                                      \
+    out.set(x);                                                                                         \
+    return out;                                                                                         \
+  }                                                                                                     \
+  template <class T>                                                                                    \
+  [[gnu::target("avx512f")]] inline vec512<T> operator OP(const vec512<T>& a, std::type_identity_t<T> b) { \
+    return a OP vec512<T>(b);                                                                           \
+  }                                                                                                     \
+  template <class T>                                                                                    \
+  [[gnu::target("avx512f")]] inline vec512<T> operator OP(std::type_identity_t<T> a, const vec512<T>& b) { \
+    return vec512<T>(a) OP b;                                                                           \
   }
 NESTLA_WIDE_BINARY(*, asm("" : "+v"(x)))
 NESTLA_WIDE_BINARY(+, (void)0)
@@ -78,43 +89,44 @@ NESTLA_WIDE_BINARY(-, (void)0)
 NESTLA_WIDE_BINARY(/, (void)0)
 #undef NESTLA_WIDE_BINARY
 
-// Found by argument-dependent lookup from detail::op_sqrt and op_max; max has
-// xsimd's operand order (maxps), so NaNs and signed zeros come out as there.
-// The masked forms avoid GCC 12's uninitialized _mm512_undefined_ps.
-[[gnu::target("avx512f")]] inline vec512<float> sqrt(const vec512<float>& a) {
-  vec512<float>::raw x;
+template <class T>
+[[gnu::target("avx512f")]] inline vec512<T> operator-(const vec512<T>& a) {
+  typename vec512<T>::raw x;
   a.get(x);
-  x = (vec512<float>::raw)_mm512_mask_sqrt_ps((__m512)x, (__mmask16)-1, (__m512)x);
-  vec512<float> out;
+  x = -x;
+  vec512<T> out;
   out.set(x);
   return out;
 }
-[[gnu::target("avx512f")]] inline vec512<double> sqrt(const vec512<double>& a) {
-  vec512<double>::raw x;
-  a.get(x);
-  x = (vec512<double>::raw)_mm512_mask_sqrt_pd((__m512d)x, (__mmask8)-1, (__m512d)x);
-  vec512<double> out;
-  out.set(x);
-  return out;
-}
-[[gnu::target("avx512f")]] inline vec512<float> max(const vec512<float>& a, const vec512<float>& b) {
-  vec512<float>::raw x, y;
-  a.get(x);
-  b.get(y);
-  x = (vec512<float>::raw)_mm512_mask_max_ps((__m512)x, (__mmask16)-1, (__m512)x, (__m512)y);
-  vec512<float> out;
-  out.set(x);
-  return out;
-}
-[[gnu::target("avx512f")]] inline vec512<double> max(const vec512<double>& a, const vec512<double>& b) {
-  vec512<double>::raw x, y;
-  a.get(x);
-  b.get(y);
-  x = (vec512<double>::raw)_mm512_mask_max_pd((__m512d)x, (__mmask8)-1, (__m512d)x, (__m512d)y);
-  vec512<double> out;
-  out.set(x);
-  return out;
-}
+
+// A comparison's result: all bits set in the lanes where it holds (GCC's
+// vector comparisons), for ops::select.
+template <class T>
+struct mask512 {
+  using bits = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+  typedef bits raw __attribute__((vector_size(64)));
+  bits r[64 / sizeof(T)];
+  void get(raw& v) const { std::memcpy(&v, r, 64); }
+  void set(const raw& v) { std::memcpy(r, &v, 64); }
+};
+
+#define NESTLA_WIDE_COMPARE(OP)                                                                     \
+  template <class T>                                                                                \
+  [[gnu::target("avx512f")]] inline mask512<T> operator OP(const vec512<T>& a, const vec512<T>& b) { \
+    typename vec512<T>::raw x, y;                                                                   \
+    a.get(x);                                                                                       \
+    b.get(y);                                                                                       \
+    mask512<T> out;                                                                                 \
+    out.set(x OP y);                                                                                \
+    return out;                                                                                     \
+  }
+NESTLA_WIDE_COMPARE(<)
+NESTLA_WIDE_COMPARE(<=)
+NESTLA_WIDE_COMPARE(>)
+NESTLA_WIDE_COMPARE(>=)
+NESTLA_WIDE_COMPARE(==)
+NESTLA_WIDE_COMPARE(!=)
+#undef NESTLA_WIDE_COMPARE
 
 inline bool avx512_usable() {
   // libgcc's check covers the OS saving the AVX-512 registers too.
@@ -123,7 +135,68 @@ inline bool avx512_usable() {
 }
 
 }  // namespace detail::wide
+
+// The AVX-512 dispatch vector for nestla::ops. sqrt uses the masked form to
+// avoid GCC 12's uninitialized _mm512_undefined_ps.
+template <class T>
+struct vector_ops<detail::wide::vec512<T>> {
+  using V = detail::wide::vec512<T>;
+  using scalar = T;
+  [[gnu::target("avx512f")]] static V sqrt(const V& a) {
+    typename V::raw x;
+    a.get(x);
+    if constexpr (sizeof(T) == 4) x = (typename V::raw)_mm512_mask_sqrt_ps((__m512)x, (__mmask16)-1, (__m512)x);
+    else x = (typename V::raw)_mm512_mask_sqrt_pd((__m512d)x, (__mmask8)-1, (__m512d)x);
+    V out;
+    out.set(x);
+    return out;
+  }
+  [[gnu::target("avx512f")]] static V abs(const V& a) {
+    using M = detail::wide::mask512<T>;
+    typename V::raw x;
+    a.get(x);
+    typename M::raw bits;
+    std::memcpy(&bits, &x, 64);
+    bits &= ~(typename M::raw{} + (typename M::bits(1) << (8 * sizeof(T) - 1)));
+    std::memcpy(&x, &bits, 64);
+    V out;
+    out.set(x);
+    return out;
+  }
+  [[gnu::target("avx512f")]] static V max(const V& a, const V& b) {
+    typename V::raw x, y;
+    a.get(x);
+    b.get(y);
+    if constexpr (sizeof(T) == 4) x = (typename V::raw)_mm512_mask_max_ps((__m512)x, (__mmask16)-1, (__m512)x, (__m512)y);
+    else x = (typename V::raw)_mm512_mask_max_pd((__m512d)x, (__mmask8)-1, (__m512d)x, (__m512d)y);
+    V out;
+    out.set(x);
+    return out;
+  }
+  [[gnu::target("avx512f")]] static V min(const V& a, const V& b) {
+    typename V::raw x, y;
+    a.get(x);
+    b.get(y);
+    if constexpr (sizeof(T) == 4) x = (typename V::raw)_mm512_mask_min_ps((__m512)x, (__mmask16)-1, (__m512)x, (__m512)y);
+    else x = (typename V::raw)_mm512_mask_min_pd((__m512d)x, (__mmask8)-1, (__m512d)x, (__m512d)y);
+    V out;
+    out.set(x);
+    return out;
+  }
+  [[gnu::target("avx512f")]] static V select(const detail::wide::mask512<T>& m, const V& a, const V& b) {
+    typename detail::wide::mask512<T>::raw c;
+    typename V::raw x, y;
+    m.get(c);
+    a.get(x);
+    b.get(y);
+    x = c ? x : y;
+    V out;
+    out.set(x);
+    return out;
+  }
+};
 #endif
+
 
 // Backend tag for parameters, gradients and state in host memory.
 struct host {
@@ -247,7 +320,7 @@ struct host {
       i = sync_body_avx512(p, m, plan, off, n);
     else
 #endif
-      i = sync_body<xsimd::batch<T>>(p, m, plan, off, 0, n);
+      i = sync_body<detail::simd<T>>(p, m, plan, off, 0, n);
     sync_body<T>(p, m, plan, off, i, n);
   }
 
@@ -319,7 +392,7 @@ struct host {
       i = update_body_avx512(op, p, g, s, n);
     else
 #endif
-      i = update_body<xsimd::batch<T>>(op, p, g, s, n);
+      i = update_body<detail::simd<T>>(op, p, g, s, n);
     // The tail stays out of the AVX-512 body: there GCC would contract
     // scalar a*b+c into an FMA.
     for (; i < n; ++i) {
@@ -382,7 +455,7 @@ struct host {
       i = update_sync_body_avx512(op, p, g, s, m_index, plan, off, n);
     else
 #endif
-      i = update_sync_body<xsimd::batch<T>>(op, p, g, s, m_index, plan, off, n);
+      i = update_sync_body<detail::simd<T>>(op, p, g, s, m_index, plan, off, n);
     for (; i < n; ++i) {
       const std::size_t at = off + i;
       auto load = [at](const T* base) { return base[at]; };

@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include "nestla/cuda/launch.hpp"
+#include "nestla/ops.hpp"
 #include "nestla/step_plan.hpp"
 
 namespace nestla::cuda::detail {
@@ -98,8 +99,7 @@ NESTLA_HOST_DEVICE inline double rn_sqrt(double a) {
 }
 
 // W lanes of T: what the update functors and apply_syncs compute on in the
-// kernels, as xsimd batches are on the host. sqrt and max are found by ADL
-// from detail::op_sqrt and detail::op_max.
+// kernels, as xsimd batches are on the host (nestla::ops through vector_ops below).
 template <class T, int W>
 struct lanes {
   T v[W];
@@ -110,12 +110,26 @@ struct lanes {
   }
 };
 
-#define NESTLA_LANES_OP(op, fn)                                                               \
-  template <class T, int W>                                                                   \
-  NESTLA_HOST_DEVICE inline lanes<T, W> operator op(const lanes<T, W>& a, const lanes<T, W>& b) { \
-    lanes<T, W> r;                                                                            \
-    for (int i = 0; i < W; ++i) r.v[i] = fn(a.v[i], b.v[i]);                                  \
-    return r;                                                                                 \
+// A comparison's result, lane by lane, for ops::select.
+template <int W>
+struct lanes_mask {
+  bool v[W];
+};
+
+#define NESTLA_LANES_OP(op, fn)                                                                             \
+  template <class T, int W>                                                                                 \
+  NESTLA_HOST_DEVICE inline lanes<T, W> operator op(const lanes<T, W>& a, const lanes<T, W>& b) {           \
+    lanes<T, W> r;                                                                                          \
+    for (int i = 0; i < W; ++i) r.v[i] = fn(a.v[i], b.v[i]);                                                \
+    return r;                                                                                               \
+  }                                                                                                         \
+  template <class T, int W>                                                                                 \
+  NESTLA_HOST_DEVICE inline lanes<T, W> operator op(const lanes<T, W>& a, std::type_identity_t<T> b) {      \
+    return a op lanes<T, W>(b);                                                                             \
+  }                                                                                                         \
+  template <class T, int W>                                                                                 \
+  NESTLA_HOST_DEVICE inline lanes<T, W> operator op(std::type_identity_t<T> a, const lanes<T, W>& b) {      \
+    return lanes<T, W>(a) op b;                                                                             \
   }
 NESTLA_LANES_OP(+, rn_add)
 NESTLA_LANES_OP(-, rn_sub)
@@ -124,19 +138,53 @@ NESTLA_LANES_OP(/, rn_div)
 #undef NESTLA_LANES_OP
 
 template <class T, int W>
-NESTLA_HOST_DEVICE inline lanes<T, W> sqrt(const lanes<T, W>& a) {
+NESTLA_HOST_DEVICE inline lanes<T, W> operator-(const lanes<T, W>& a) {
   lanes<T, W> r;
-  for (int i = 0; i < W; ++i) r.v[i] = rn_sqrt(a.v[i]);
+  for (int i = 0; i < W; ++i) r.v[i] = -a.v[i];
   return r;
 }
 
-// As detail::op_max on scalars, lane by lane.
+#define NESTLA_LANES_COMPARE(op)                                                              \
+  template <class T, int W>                                                                   \
+  NESTLA_HOST_DEVICE inline lanes_mask<W> operator op(const lanes<T, W>& a, const lanes<T, W>& b) { \
+    lanes_mask<W> r;                                                                          \
+    for (int i = 0; i < W; ++i) r.v[i] = a.v[i] op b.v[i];                                    \
+    return r;                                                                                 \
+  }
+NESTLA_LANES_COMPARE(<)
+NESTLA_LANES_COMPARE(<=)
+NESTLA_LANES_COMPARE(>)
+NESTLA_LANES_COMPARE(>=)
+NESTLA_LANES_COMPARE(==)
+NESTLA_LANES_COMPARE(!=)
+#undef NESTLA_LANES_COMPARE
+
+}  // namespace nestla::cuda::detail
+
+namespace nestla {
 template <class T, int W>
-NESTLA_HOST_DEVICE inline lanes<T, W> max(const lanes<T, W>& a, const lanes<T, W>& b) {
-  lanes<T, W> r;
-  for (int i = 0; i < W; ++i) r.v[i] = a.v[i] < b.v[i] ? b.v[i] : a.v[i];
-  return r;
-}
+struct vector_ops<cuda::detail::lanes<T, W>> {
+  using V = cuda::detail::lanes<T, W>;
+  using scalar = T;
+  NESTLA_HOST_DEVICE static V sqrt(const V& a) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = cuda::detail::rn_sqrt(a.v[i]);
+    return r;
+  }
+  NESTLA_HOST_DEVICE static V abs(const V& a) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = vector_ops<T>::abs(a.v[i]);
+    return r;
+  }
+  NESTLA_HOST_DEVICE static V select(const cuda::detail::lanes_mask<W>& m, const V& a, const V& b) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = m.v[i] ? a.v[i] : b.v[i];
+    return r;
+  }
+};
+}  // namespace nestla
+
+namespace nestla::cuda::detail {
 
 #if defined(__CUDA_ARCH__)
 #define NESTLA_UNROLL _Pragma("unroll")

@@ -315,6 +315,7 @@ bool run_distributed_step(Top& top, P& params, G& grads, const level_groups& lg)
     b.use_flat_grads(sc.grads.data());
   }
   if (!b.note_guard()) return false;
+  b.prepare_update();
 
   StepPlan<T> plan;
   if (!b.initialized()) {
