@@ -291,27 +291,22 @@ bool run_distributed_step(Top& top, P& params, G& grads, const level_groups& lg)
     sc.checked.assign(lg.g, lg.g + d + 1);
   }
   worker_group& outer = *lg.g[d];
-
-  // Room for every collective of this step (the plan may add pullback's moments).
-  std::size_t wire_need = total;
-  for (int l = 1; l <= d; ++l)
-    if (lg.communicates(l)) {
-      const std::size_t n = static_cast<std::size_t>(lg.g[l]->size());
-      wire_need = std::max(wire_need, round_up_to(2 * total + count_slots * n, n));
-    }
-  ensure_size(sc.wire, wire_need);
-
+  // The first step's broadcast goes through level 0's gradient buffer when it
+  // has one, else through the wire buffer.
+  if (lg.communicates(0)) {
+    const std::size_t n = static_cast<std::size_t>(lg.g[0]->size());
+    ensure_size(sc.grads, round_up_to(total + count_slots * n, n));
+  }
   if (!b.initialized() && outer.communicates()) {
-    for (const auto& v : b.views()) Backend::copy(sc.wire.data() + v.offset, v.param, v.size);
-    outer.broadcast(sc.wire.data(), total, stream);
-    for (const auto& v : b.views()) Backend::copy(v.param, sc.wire.data() + v.offset, v.size);
+    auto& via = lg.communicates(0) ? sc.grads : sc.wire;
+    ensure_size(via, total);
+    for (const auto& v : b.views()) Backend::copy(via.data() + v.offset, v.param, v.size);
+    outer.broadcast(via.data(), total, stream);
+    for (const auto& v : b.views()) Backend::copy(v.param, via.data() + v.offset, v.size);
   }
   if (lg.communicates(0)) {
-    worker_group& g0 = *lg.g[0];
-    const std::size_t n = static_cast<std::size_t>(g0.size());
-    ensure_size(sc.grads, round_up_to(total + count_slots * n, n));
     Backend::gather_grads(b.context(), b.views(), sc.grads.data());
-    exchange<T, Backend>(g0, sc.grads.data(), total, calls, sc.counts, stream, 0);
+    exchange<T, Backend>(*lg.g[0], sc.grads.data(), total, calls, sc.counts, stream, 0);
     b.use_flat_grads(sc.grads.data());
   }
   if (!b.note_guard()) return false;
@@ -324,6 +319,14 @@ bool run_distributed_step(Top& top, P& params, G& grads, const level_groups& lg)
   }
   const bool done = top.plan_step(plan);
   if (lg.communicates(0)) plan.grad_group = T(lg.g[0]->size());
+  // Room for the collectives of the levels that sync now: theta - phi, the
+  // first moments for pullback, the step counts, padded to the group's size.
+  for (int j = 0; j < plan.nsync; ++j)
+    if (lg.communicates(j + 1)) {
+      const std::size_t n = static_cast<std::size_t>(lg.g[j + 1]->size());
+      const std::size_t payload = plan.sync[j].policy == Momentum::pullback ? 2 * total : total;
+      ensure_size(sc.wire, round_up_to(payload + count_slots * n, n));
+    }
   // sync[i] is level i + 1.
   auto next_communicating = [&](int from) {
     int i = from;
