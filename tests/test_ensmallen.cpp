@@ -187,7 +187,7 @@ TEST_CASE("a non-finite epoch objective ends the loop and is returned") {
   CHECK(log == log_t{"EWG(0,4)", "EWG(4,4)", "EWG(8,2)"});
 }
 
-TEST_CASE("a hook that returns true stops after the current step; Gradient hooks after a stopping Evaluate are skipped") {
+TEST_CASE("a hook that returns true stops after the current step, Gradient hooks after a stopping Evaluate are skipped") {
   SUBCASE("StepTaken") {
     log_t log;
     Recorder f{&log};
@@ -212,7 +212,7 @@ TEST_CASE("a hook that returns true stops after the current step; Gradient hooks
   }
 }
 
-TEST_CASE("without EvaluateWithGradient the loop calls Evaluate then Gradient; ExactObjective re-evaluates at the end") {
+TEST_CASE("without EvaluateWithGradient the loop calls Evaluate then Gradient, ExactObjective re-evaluates at the end") {
   log_t log;
   SplitRecorder f{&log};
   arma::mat x(1, 1, arma::fill::zeros);
@@ -345,7 +345,7 @@ auto make_nested() {
 
 }  // namespace
 
-TEST_CASE("an mlpack-shaped logistic regression trains bit-identically to a plain loop; Lookahead cycles continue "
+TEST_CASE("an mlpack-shaped logistic regression trains bit-identically to a plain loop, Lookahead cycles continue "
           "across Optimize calls") {
   const auto data = example::make_data<double>(100, 10, 5, 11);  // 100 points: batches of 32, 32, 32, 4
   LR f(data.train_x, data.train_y, 1e-3), f_ref = f;
@@ -456,7 +456,7 @@ struct PlainDescent {
 
 }  // namespace
 
-TEST_CASE("any type with step() and base() works; StepSize() exists only where the base has options().lr") {
+TEST_CASE("any type with step() and base() works, StepSize() exists only where the base has options().lr") {
   arma::mat centers(1, 2);
   centers(0) = 1;  // one coordinate, centers 1 and 3
   centers(1) = 3;

@@ -106,7 +106,7 @@ static_assert(nestla::UpdateRule<gappy_rule>);
 static_assert(nestla::UpdateRule<decaying_rule>);
 static_assert(nestla::UpdateRule<nestla::sgd_rule> && nestla::UpdateRule<nestla::adam_rule<true>>);
 
-TEST_CASE("each variant gets its states at their own indices; unused states are never created") {
+TEST_CASE("each variant gets its states at their own indices, unused states are never created") {
   using Opt = nestla::BaseOptimizer<gappy_rule, double>;
   Opt opt({.lr = 0.1, .mode = 1});
   std::vector<double> p{1.0, -2.0, 0.5}, g{0.3, 0.1, -0.2};

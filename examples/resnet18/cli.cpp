@@ -3,7 +3,16 @@
 
 #include <algorithm>
 #include <charconv>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <sstream>
+
+#include <sys/stat.h>
+
+#include "util.hpp"
 
 namespace resnet18 {
 
@@ -25,8 +34,27 @@ step, batch within the epoch, running averages); batches depend only on (seed, e
 batch index), so --resume continues bit-identically. Same --seed and --threads give the
 same numbers.
 
+Files: --checkpoint and --metrics must be regular files or new ones (a symbolic link is
+followed, the file it names replaced); devices, FIFOs, sockets and directories are
+refused, and so is a location where no file can be created, before the first step.
+Temporary files a killed save left next to them are removed on start.
+
+SIGINT or SIGTERM (Ctrl-C): the current step finishes, --checkpoint is written, and the
+run exits with status 75; --resume then continues bit-identically. A second signal ends
+the run at once (the last complete checkpoint stays).
+
+Exit status: 0 done (or stopped at --max-steps); 1 failed while training; 2 refused
+before training, nothing written (a bad option, file or checkpoint, a size that cannot
+be allocated); 75 interrupted.
+
 Example (Fashion-MNIST, about 1.5 minutes on one core, about 83% test accuracy):
   resnet18_train --epochs 2 --width 8 --optimizer nested)";
+
+// nestla reads k back up to 2^30.
+constexpr int kMaxK = 1 << 30;
+// --epochs, and so --step-size and --warmup.
+constexpr int kMaxEpochs = 1 << 20;
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
 [[noreturn]] void fail(const std::string& option, const std::string& message) {
   throw CLI::ValidationError(option, message);
@@ -47,8 +75,97 @@ BaseKind base_of(const std::string& name) {
 }
 
 void check_level(const LevelSpec& l, const std::string& k_name, const std::string& alpha_name) {
-  if (l.k < 1) fail(k_name, "must be >= 1 (got " + str(l.k) + ")");
+  // The same words as integer_in(1, kMaxK), which checks --k and --s as typed.
+  if (l.k < 1 || l.k > kMaxK) fail(k_name, "must be an integer in [1, " + str(kMaxK) + "] (got " + str(l.k) + ")");
   if (!(l.alpha >= 0 && l.alpha <= 1)) fail(alpha_name, "must be in [0, 1] (got " + str(l.alpha) + ")");
+}
+
+// ---- per-value checks, on the text as typed (before CLI11 converts it)
+//
+// CLI11's Range, PositiveNumber and NonNegativeNumber compare with < and >, so NaN passes
+// them, and its unsigned conversion wraps "-1" to 2^64 - 1. These parse the text
+// themselves and say what is allowed; CLI11 prefixes the option's name.
+
+std::string number_text(double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<long long>(v));
+  return str(v);
+}
+
+// A finite real in the interval; *_open excludes the end, hi = inf means no upper end.
+CLI::Validator real_in(double lo, double hi, bool lo_open = false, bool hi_open = false) {
+  const bool unbounded = std::isinf(hi);
+  const std::string range = std::string(lo_open ? "(" : "[") + number_text(lo) + ", " +
+                            (unbounded ? std::string("inf)") : number_text(hi) + (hi_open ? ")" : "]"));
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        std::string_view t = text;
+        if (!t.empty() && t.front() == '+') t.remove_prefix(1);
+        double v = 0;
+        const auto [end, err] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (t.empty() || end != t.data() + t.size() || err == std::errc::invalid_argument)
+          return "'" + text + "' is not a number";
+        if (err == std::errc::result_out_of_range || !std::isfinite(v))
+          return "must be a finite number in " + range + " (got " + text + ")";
+        const bool low = lo_open ? !(v > lo) : !(v >= lo);
+        const bool high = !unbounded && (hi_open ? !(v < hi) : !(v <= hi));
+        if (low || high) return "must be in " + range + " (got " + text + ")";
+        return {};
+      },
+      "in " + range);
+}
+
+// An integer in [lo, hi], as typed: no sign wrap-around, no fractions, no NaN.
+CLI::Validator integer_in(std::int64_t lo, std::uint64_t hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        std::string_view t = text;
+        if (!t.empty() && t.front() == '+') t.remove_prefix(1);
+        const auto bad = [&] { return "must be an integer in " + range + " (got " + text + ")"; };
+        if (!t.empty() && t.front() == '-') {
+          std::int64_t v = 0;
+          const auto [end, err] = std::from_chars(t.data(), t.data() + t.size(), v);
+          if (err != std::errc() || end != t.data() + t.size() || v < lo || v > 0) return bad();
+          return {};
+        }
+        std::uint64_t v = 0;
+        const auto [end, err] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (t.empty() || err != std::errc() || end != t.data() + t.size() || v > hi) return bad();
+        if (lo > 0 && v < static_cast<std::uint64_t>(lo)) return bad();
+        return {};
+      },
+      "in " + range);
+}
+
+// --checkpoint / --metrics: missing, or a regular file (links followed); never a device,
+// FIFO, socket or directory. Writability is checked before training (check_files()).
+CLI::Validator output_file() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          check_replaceable(text, "");
+        } catch (const RefusedError& e) {
+          return e.what();
+        }
+        return {};
+      },
+      "FILE");
+}
+
+// --resume: an existing regular file (a device, FIFO or directory is never opened).
+CLI::Validator checkpoint_file() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        struct stat st {};
+        if (::stat(text.c_str(), &st) != 0) {
+          const int err = errno;
+          return text + ": " + std::strerror(err);
+        }
+        if (!S_ISREG(st.st_mode)) return text + ": is " + describe_file_type(st.st_mode) + ", not a checkpoint file";
+        return {};
+      },
+      "FILE");
 }
 
 }  // namespace
@@ -112,25 +229,30 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--depth", c.depth,
                  "Lookahead levels of nested (1.." + std::to_string(max_factory_depth) + "; default 2, lookahead is 1)")
       ->default_str("2")
+      ->check(integer_in(0, 1024))
       ->group(og);
-  app.add_option("--k", c.k, "Innermost level: sync every k steps")->group(og);
-  app.add_option("--alpha", c.alpha, "Innermost level: slow-weights step size in [0, 1]")->group(og);
-  app.add_option("--s", c.s, "Second level (and above): sync every s inner syncs")->group(og);
-  app.add_option("--h", c.h, "Second level (and above): step size in [0, 1]")->group(og);
+  app.add_option("--k", c.k, "Innermost level: sync every k steps")->check(integer_in(1, kMaxK))->group(og);
+  app.add_option("--alpha", c.alpha, "Innermost level: slow-weights step size in [0, 1]")
+      ->check(real_in(0, 1))
+      ->group(og);
+  app.add_option("--s", c.s, "Second level (and above): sync every s inner syncs")
+      ->check(integer_in(1, kMaxK))
+      ->group(og);
+  app.add_option("--h", c.h, "Second level (and above): step size in [0, 1]")->check(real_in(0, 1))->group(og);
   app.add_option("--levels", c.levels,
                  "Every level as K:ALPHA[:POLICY], innermost first (replaces --k/--alpha/--s/--h)")
       ->group(og);
   app.add_option("--pullback", c.pullback, "Momentum policy at every level's sync: none, reset or pullback")
       ->check(CLI::IsMember({"none", "keep", "reset", "pullback"}))
       ->group(og);
-  app.add_option("--lr", c.lr, "Learning rate (the peak of a schedule)")->check(CLI::NonNegativeNumber)->group(og);
-  app.add_option("--momentum", c.momentum, "SGD momentum")->check(CLI::NonNegativeNumber)->group(og);
+  app.add_option("--lr", c.lr, "Learning rate (the peak of a schedule)")->check(real_in(0, kInf))->group(og);
+  app.add_option("--momentum", c.momentum, "SGD momentum")->check(real_in(0, 1, false, true))->group(og);
   app.add_flag("--nesterov", c.nesterov, "SGD with Nesterov momentum")->group(og);
-  app.add_option("--beta1", c.beta1, "Adam/AdamW beta1")->check(CLI::Range(0.0, 0.999999))->group(og);
-  app.add_option("--beta2", c.beta2, "Adam/AdamW beta2")->check(CLI::Range(0.0, 0.999999))->group(og);
+  app.add_option("--beta1", c.beta1, "Adam/AdamW beta1")->check(real_in(0, 1, false, true))->group(og);
+  app.add_option("--beta2", c.beta2, "Adam/AdamW beta2")->check(real_in(0, 1, false, true))->group(og);
   app.add_option("--weight-decay", c.weight_decay, "Weight decay (L2 for SGD/Adam, decoupled for AdamW)")
       ->default_str("0; AdamW 0.01")
-      ->check(CLI::NonNegativeNumber)
+      ->check(real_in(0, kInf))
       ->group(og);
   app.add_flag("--no-decay-bn-bias", c.no_decay_bn_bias,
                "No weight decay on batch-norm weights/biases and the fc bias (a nestla param group)")
@@ -140,10 +262,12 @@ void add_options(CLI::App& app, CliConfig& c) {
   app.add_option("--schedule", c.schedule, "none, cosine (to 0 at the last step) or step")
       ->check(CLI::IsMember({"none", "cosine", "step"}))
       ->group(sg);
-  app.add_option("--step-size", c.step_size, "step: epochs between decays")->check(CLI::PositiveNumber)->group(sg);
-  app.add_option("--gamma", c.gamma, "step: decay factor")->check(CLI::PositiveNumber)->group(sg);
+  app.add_option("--step-size", c.step_size, "step: epochs between decays")
+      ->check(real_in(0, kMaxEpochs, true))
+      ->group(sg);
+  app.add_option("--gamma", c.gamma, "step: decay factor")->check(real_in(0, 1, true))->group(sg);
   app.add_option("--warmup", c.warmup, "Epochs of linear warm-up (any schedule; fractions allowed)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(real_in(0, kMaxEpochs))
       ->group(sg);
 
   const std::string dg = "Data";
@@ -154,33 +278,40 @@ void add_options(CLI::App& app, CliConfig& c) {
       ->default_str(std::string(default_fashion_mnist_dir) + " for fashion-mnist")
       ->group(dg);
   app.add_option("--train-subset", c.train_subset, "Use the first N training images (0: all; synthetic: 2048)")
+      ->check(integer_in(0, INT_MAX))
       ->group(dg);
-  app.add_option("--test-subset", c.test_subset, "Use the first N test images (0: all; synthetic: 512)")->group(dg);
+  app.add_option("--test-subset", c.test_subset, "Use the first N test images (0: all; synthetic: 512)")
+      ->check(integer_in(0, INT_MAX))
+      ->group(dg);
   app.add_option("--image-size", c.image_size, "Synthetic images' height and width")
-      ->check(CLI::Range(4, 1024))
+      ->check(integer_in(4, 1024))
       ->group(dg);
   app.add_flag("--no-augment", c.no_augment, "No random crop (4-pixel padding) or horizontal flip")->group(dg);
 
   const std::string mg = "Model";
   app.add_option("--width", c.width, "Channels of the first stage (64: ResNet-18; 8 or 16 for quick CPU runs)")
-      ->check(CLI::Range(1, 4096))
+      ->check(integer_in(1, 4096))
       ->group(mg);
   app.add_option("--stem", c.stem, "cifar (3x3 conv, no pooling) or imagenet (7x7/2 conv + max pool)")
       ->check(CLI::IsMember({"cifar", "imagenet"}))
       ->group(mg);
 
   const std::string rg = "Run";
-  app.add_option("--batch-size", c.batch_size, "Training batch size")->check(CLI::Range(1, 1 << 16))->group(rg);
-  app.add_option("--eval-batch-size", c.eval_batch_size, "Evaluation batch size (0: the training one)")->group(rg);
-  app.add_option("--epochs", c.epochs, "Epochs (a resumed run counts the ones already done)")
-      ->check(CLI::Range(1, 1 << 20))
+  app.add_option("--batch-size", c.batch_size, "Training batch size")->check(integer_in(1, 1 << 16))->group(rg);
+  app.add_option("--eval-batch-size", c.eval_batch_size, "Evaluation batch size (0: the training one)")
+      ->check(integer_in(0, 1 << 16))
       ->group(rg);
-  app.add_option("--seed", c.seed, "Model initialization, shuffling and augmentation")->group(rg);
+  app.add_option("--epochs", c.epochs, "Epochs (a resumed run counts the ones already done)")
+      ->check(integer_in(1, kMaxEpochs))
+      ->group(rg);
+  app.add_option("--seed", c.seed, "Model initialization, shuffling and augmentation")
+      ->check(integer_in(0, std::numeric_limits<std::uint64_t>::max()))
+      ->group(rg);
   app.add_option("--threads", c.threads,
                  "Threads of the model and the optimizer (0: all cores, or OMP_NUM_THREADS). 1 by default: "
                  "the model syncs its threads hundreds of times a step, and with another busy program on a "
                  "2-core machine 2 threads ran 4-50x slower than 1; use more on an idle machine")
-      ->check(CLI::Range(0, 1024))
+      ->check(integer_in(0, 1024))
       ->group(rg);
   app.add_option("--device", c.device, "Where to train: cpu, or cuda (when built with the GPU trainer)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
@@ -197,7 +328,7 @@ void add_options(CLI::App& app, CliConfig& c) {
       ->check(CLI::IsMember({"find", "heuristic"}))
       ->group(gg);
   app.add_option("--max-steps", c.max_steps, "Stop after N optimizer steps in all (0: no limit)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(integer_in(0, std::numeric_limits<std::int64_t>::max()))
       ->group(rg);
   app.add_flag("--eval-slow", c.eval_slow,
                "Evaluate at the outermost Lookahead level's slow weights (swapped in and back)")
@@ -209,15 +340,21 @@ void add_options(CLI::App& app, CliConfig& c) {
 
   const std::string fg = "Files";
   app.add_option("--metrics", c.metrics, "Append a JSON line per epoch here (a run header first, a summary last)")
+      ->check(output_file())
       ->group(fg);
-  app.add_option("--checkpoint", c.checkpoint, "Write model + optimizer + position here (atomically) after every epoch")
+  app.add_option("--checkpoint", c.checkpoint,
+                 "Write model + optimizer + position here (atomically: a temporary file renamed over it) after "
+                 "every epoch and when interrupted; a regular file or a new one (a link is followed)")
+      ->check(output_file())
       ->group(fg);
   app.add_option("--checkpoint-every", c.checkpoint_every, "Also every N steps within an epoch (0: only at epoch ends)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(integer_in(0, std::numeric_limits<std::int64_t>::max()))
       ->group(fg);
   app.add_option("--resume", c.resume,
                  "Continue the run saved in this checkpoint (same data, model, optimizer, batch size and seed; "
-                 "--epochs may grow); give --checkpoint too to keep saving")->check(CLI::ExistingFile)->group(fg);
+                 "--epochs may grow); give --checkpoint too to keep saving")
+      ->check(checkpoint_file())
+      ->group(fg);
 }
 
 RunSetup finalize(const CLI::App& app, const CliConfig& c) {

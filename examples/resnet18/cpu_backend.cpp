@@ -65,6 +65,14 @@ std::vector<std::pair<std::string, double>> CpuBackend::optimizer_metrics() cons
   return out;
 }
 
+std::size_t CpuBackend::optimizer_state_bound() const {
+  // nestla's format holds every tensor's elements once per state buffer: the base's (at
+  // most two moments) and, per Lookahead level, slow weights and slow momenta. The rest
+  // (names, options, counters, tensor sizes, group lists) is a few bytes per tensor.
+  const std::size_t buffers = 2 + 2 * static_cast<std::size_t>(optimizer_->depth());
+  return model_.num_parameters() * buffers * sizeof(float) + params_.size() * 64 + (std::size_t(64) << 10);
+}
+
 void CpuBackend::print_profile(std::ostream& out) const { model_.profile().print(out, false); }
 
 }  // namespace resnet18

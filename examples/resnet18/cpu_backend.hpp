@@ -34,6 +34,8 @@ class CpuBackend final : public TrainingBackend {
   void load_model(std::istream& in) override { model_.load(in); }
   void save_optimizer(std::ostream& out) const override { optimizer_->save(out); }
   void load_optimizer(std::istream& in) override { optimizer_->load(in); }
+  [[nodiscard]] std::size_t model_state_bound() const override { return model_.checkpoint_bytes(); }
+  [[nodiscard]] std::size_t optimizer_state_bound() const override;
   void print_profile(std::ostream& out) const override;
 
   [[nodiscard]] ResNet18<float>& model() noexcept { return model_; }

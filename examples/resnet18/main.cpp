@@ -4,7 +4,9 @@
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "cli.hpp"
@@ -13,12 +15,19 @@
 #include "cuda_backend.hpp"
 #endif
 #include "data.hpp"
+#include "resources.hpp"
 #include "trainer.hpp"
 #include "util.hpp"
 
 namespace {
 
 using namespace resnet18;
+
+// Exit statuses (documented in --help and the README). All below 128, which shells use
+// for "killed by a signal" (a second SIGINT ends the run that way, on purpose).
+constexpr int kExitFailed = 1;       // an error while training
+constexpr int kExitRefused = 2;      // refused before training: nothing was written
+constexpr int kExitInterrupted = 75;  // SIGINT/SIGTERM: stopped after a step and saved (sysexits' EX_TEMPFAIL)
 
 // The one place that knows the devices: a GPU backend adds its branch here.
 std::unique_ptr<TrainingBackend> make_backend(const RunSetup& setup, const ModelConfig& model) {
@@ -43,8 +52,8 @@ std::unique_ptr<TrainingBackend> make_backend(const RunSetup& setup, const Model
     return std::make_unique<CudaBackend>(o);
   }
 #endif
-  throw std::invalid_argument("--device " + setup.cli.device + " is not built into this trainer" +
-                              (setup.cli.device == "cuda" ? " (configure with nvcc and cuDNN 9 found)" : ""));
+  throw RefusedError("--device " + setup.cli.device + " is not built into this trainer" +
+                     (setup.cli.device == "cuda" ? " (configure with nvcc and cuDNN 9 found)" : ""));
 }
 
 std::string percent(const std::optional<double>& v) {
@@ -54,10 +63,34 @@ std::string percent(const std::optional<double>& v) {
   return buf;
 }
 
+std::uint64_t image_bytes(const Dataset& d) {
+  return std::uint64_t(d.size()) * std::uint64_t(d.channels) * std::uint64_t(d.height) * std::uint64_t(d.width) *
+         sizeof(float);
+}
+
+Dataset load(const DatasetOptions& options, Split split) {
+  if (options.name != "synthetic") return load_dataset(options, split);
+  // Generated: its size is the option's.
+  const char* option = split == Split::train ? "--train-subset" : "--test-subset";
+  const std::uint64_t count = options.synthetic.count;
+  const std::uint64_t bytes = count * 3 * std::uint64_t(options.synthetic.size) * std::uint64_t(options.synthetic.size) *
+                              sizeof(float);
+  const std::uint64_t limit = memory_limit_bytes();
+  const std::string named = std::string(option) + " " + std::to_string(count);
+  if (bytes > limit)
+    throw RefusedError(named + ": " + std::to_string(count) + " synthetic images of " +
+                       std::to_string(options.synthetic.size) + "x" + std::to_string(options.synthetic.size) +
+                       " need " + format_bytes(bytes) + ", more than the " + format_bytes(limit) +
+                       " of memory and swap this process can have");
+  return allocation_for(named, [&] { return load_dataset(options, split); });
+}
+
 int run(RunSetup& setup) {
   const auto t0 = std::chrono::steady_clock::now();
-  const Dataset train_set = load_dataset(setup.train_data, Split::train);
-  const Dataset test_set = load_dataset(setup.test_data, Split::test);
+  // Files first: a bad --checkpoint is reported now, not after the data and an epoch.
+  for (const std::string& note : check_files(setup.trainer)) std::printf("%s\n", note.c_str());
+  const Dataset train_set = load(setup.train_data, Split::train);
+  const Dataset test_set = load(setup.test_data, Split::test);
   if (train_set.size() == 0) throw DataError(setup.cli.dataset + ": the training set is empty");
   if (train_set.height != train_set.width)
     throw DataError(setup.cli.dataset + ": images are " + std::to_string(train_set.height) + "x" +
@@ -70,13 +103,49 @@ int run(RunSetup& setup) {
   model.in_channels = train_set.channels;
   model.image_size = train_set.height;
   model.num_classes = train_set.num_classes;
-  const auto backend = make_backend(setup, model);
+  if (setup.cli.device == "cpu")
+    check_cpu_memory(model, setup.optimizer, setup.trainer.batch_size, setup.trainer.eval_batch_size,
+                     image_bytes(train_set) + image_bytes(test_set), memory_limit_bytes());
+  const auto backend = allocation_for("--width " + std::to_string(model.width), [&] {
+    // Nothing is written yet: a device that cannot hold or run the model is a refusal too.
+    try {
+      return make_backend(setup, model);
+    } catch (const RefusedError&) {
+      throw;
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::length_error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw RefusedError("--device " + setup.cli.device + ": cannot set up the model (--width " +
+                         std::to_string(model.width) + "): " + e.what());
+    }
+  });
   const std::string description = backend->describe();
   std::printf("model: %s\n", description.c_str());
   std::fflush(stdout);
   complete_run_info(setup, train_set, test_set, description);
 
   const TrainSummary s = train(*backend, train_set, test_set, setup.trainer, std::cout);
+  if (s.interrupted) {
+    std::fflush(stdout);
+    const std::string where = "epoch " + std::to_string(s.epochs_done + 1) + ", batch " +
+                              std::to_string(s.batches_done) + ", step " + std::to_string(s.steps);
+    if (s.steps_this_run == 0)
+      std::fprintf(stderr, "resnet18_train: interrupted by %s before the first step; nothing was written\n",
+                   signal_name(s.interrupted).c_str());
+    else if (!setup.trainer.checkpoint.empty())
+      std::fprintf(stderr,
+                   "resnet18_train: interrupted by %s at %s; checkpoint saved to %s: continue with --resume %s\n",
+                   signal_name(s.interrupted).c_str(), where.c_str(), setup.trainer.checkpoint.c_str(),
+                   setup.trainer.checkpoint.c_str());
+    else
+      std::fprintf(stderr,
+                   "resnet18_train: interrupted by %s at %s; no --checkpoint was given, so this run's progress is "
+                   "not saved\n",
+                   signal_name(s.interrupted).c_str(), where.c_str());
+    return kExitInterrupted;
+  }
   std::printf("done: %d/%d epochs, %lld steps, %s; best test accuracy %s (epoch %d), final %s%s\n", s.epochs_done,
               setup.trainer.epochs, static_cast<long long>(s.steps), format_duration(s.seconds).c_str(),
               percent(s.best_test_acc).c_str(), s.best_epoch, percent(s.final_test_acc).c_str(),
@@ -90,6 +159,12 @@ int run(RunSetup& setup) {
   return 0;
 }
 
+int report(const char* kind, const char* what, int code) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "resnet18_train: %s: %s\n", kind, what);
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,13 +176,20 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     setup = finalize(app, config);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message (or the help); its own codes are 100 and up.
+    return app.exit(e) == 0 ? 0 : kExitRefused;
   }
+  const InterruptHandlers handlers;
+  setup.trainer.interrupt = &InterruptHandlers::flag();
   try {
     return run(setup);
+  } catch (const RefusedError& e) {
+    return report("refused", (std::string(e.what()) + "; nothing was written").c_str(), kExitRefused);
+  } catch (const DataError& e) {
+    return report("refused", (std::string(e.what()) + "; nothing was written").c_str(), kExitRefused);
+  } catch (const std::bad_alloc&) {
+    return report("error", "out of memory (std::bad_alloc)", kExitFailed);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "resnet18_train: error: %s\n", e.what());
-    return 1;
+    return report("error", e.what(), kExitFailed);
   }
 }

@@ -9,11 +9,17 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <new>
 #include <numbers>
 #include <sstream>
 #include <streambuf>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "augment.hpp"
+#include "resources.hpp"
 
 namespace resnet18 {
 
@@ -123,14 +129,35 @@ void save_train_checkpoint(const fs::path& path, const json& trainer_state, cons
   });
 }
 
+std::size_t TrainingBackend::model_state_bound() const {
+  std::ostringstream out;
+  save_model(out);
+  return out.str().size();
+}
+
+std::size_t TrainingBackend::optimizer_state_bound() const {
+  const std::size_t model = model_state_bound();
+  const std::size_t most = std::numeric_limits<std::size_t>::max();
+  return model > (most - (1u << 20)) / 8 ? most : 8 * model + (1u << 20);
+}
+
 json load_train_checkpoint(const fs::path& path, TrainingBackend& backend) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad_checkpoint(path, std::string("cannot open: ") + std::strerror(errno));
-  std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) bad_checkpoint(path, "read error");
+  const char* names[3] = {"trainer state", "model", "optimizer"};
+  const std::uint64_t bounds[3] = {max_trainer_state_bytes, backend.model_state_bound(),
+                                   backend.optimizer_state_bound()};
   const std::size_t header = sizeof kMagic + sizeof(std::uint32_t);
-  if (buf.size() < header + sizeof(std::uint32_t))
-    bad_checkpoint(path, "truncated (" + std::to_string(buf.size()) + " bytes)");
+  std::uint64_t most = header + 3 * sizeof(std::uint64_t) + sizeof(std::uint32_t);
+  for (std::uint64_t b : bounds) most = b > ~std::uint64_t(0) - most ? ~std::uint64_t(0) : most + b;
+  std::optional<BoundedReader> in;
+  try {
+    in.emplace(path, "checkpoint", most);
+  } catch (const RefusedError& e) {
+    throw TrainCheckpointError(std::string(e.what()) + " (for this model and optimizer)");
+  }
+  // Read section by section, each length checked before its bytes are read; the CRC
+  // covers all of it and is checked before anything is parsed.
+  std::string buf(header, '\0');
+  if (!in->read(buf.data(), header)) bad_checkpoint(path, "truncated (" + std::to_string(in->size()) + " bytes)");
   if (std::memcmp(buf.data(), kMagic, sizeof kMagic) != 0)
     bad_checkpoint(path, "not a resnet18_train checkpoint (bad magic)");
   std::uint32_t version;
@@ -138,24 +165,30 @@ json load_train_checkpoint(const fs::path& path, TrainingBackend& backend) {
   if (version != kVersion)
     bad_checkpoint(path,
                    "format version " + std::to_string(version) + ", this build reads " + std::to_string(kVersion));
-  const std::size_t body = buf.size() - sizeof(std::uint32_t);
-  std::uint32_t stored;
-  std::memcpy(&stored, buf.data() + body, sizeof stored);
-  if (crc_of(buf.data(), body) != stored) bad_checkpoint(path, "checksum mismatch: the file is damaged or truncated");
-
-  std::size_t pos = header;
-  const char* names[3] = {"trainer state", "model", "optimizer"};
-  std::pair<const char*, std::size_t> sections[3];
+  std::size_t offsets[3], lengths[3];
   for (int i = 0; i < 3; ++i) {
     std::uint64_t n;
-    if (body - pos < sizeof n) bad_checkpoint(path, std::string("truncated before the ") + names[i] + " section");
-    std::memcpy(&n, buf.data() + pos, sizeof n);
-    pos += sizeof n;
-    if (n > body - pos) bad_checkpoint(path, std::string("the ") + names[i] + " section runs past the end of the file");
-    sections[i] = {buf.data() + pos, static_cast<std::size_t>(n)};
-    pos += n;
+    if (!in->read(&n, sizeof n)) bad_checkpoint(path, std::string("truncated before the ") + names[i] + " section");
+    if (n > bounds[i])
+      bad_checkpoint(path, std::string("declares a ") + std::to_string(n) + "-byte " + names[i] +
+                               " section; this model and optimizer's is at most " + std::to_string(bounds[i]) +
+                               " bytes (a checkpoint of another run, or a damaged one)");
+    if (n > in->size() - std::min<std::uint64_t>(in->size(), buf.size() + sizeof n))
+      bad_checkpoint(path, std::string("truncated: the ") + names[i] + " section runs past the end of the file");
+    buf.append(reinterpret_cast<const char*>(&n), sizeof n);
+    offsets[i] = buf.size();
+    lengths[i] = static_cast<std::size_t>(n);
+    buf.resize(buf.size() + lengths[i]);
+    if (!in->read(buf.data() + offsets[i], lengths[i]))
+      bad_checkpoint(path, std::string("truncated in the ") + names[i] + " section");
   }
-  if (pos != body) bad_checkpoint(path, "trailing bytes after the optimizer section");
+  std::uint32_t stored;
+  if (!in->read(&stored, sizeof stored)) bad_checkpoint(path, "truncated before the checksum");
+  if (!in->at_end()) bad_checkpoint(path, "trailing bytes after the checksum");
+  if (crc_of(buf.data(), buf.size()) != stored)
+    bad_checkpoint(path, "checksum mismatch: the file is damaged or truncated");
+  std::pair<const char*, std::size_t> sections[3];
+  for (int i = 0; i < 3; ++i) sections[i] = {buf.data() + offsets[i], lengths[i]};
 
   json state;
   try {
@@ -257,10 +290,15 @@ void check_signature(const json& saved, const json& now, const fs::path& path) {
 }
 
 // Keeps the records of the epochs the checkpoint holds, so a run killed after writing
-// an epoch's line but before its checkpoint does not leave that epoch twice.
+// an epoch's line but before its checkpoint does not leave that epoch twice. The file is
+// read only up to a bound: the run header and resume records (64 MiB) plus 4 KiB per
+// epoch kept (an epoch's line is a few hundred bytes).
 void trim_metrics(const fs::path& path, int epochs_kept) {
-  std::ifstream in(path);
-  if (!in) return;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  const std::uint64_t bound = (std::uint64_t(64) << 20) + std::uint64_t(std::max(epochs_kept, 0)) * 4096;
+  BoundedReader reader(path, "--metrics", bound);
+  std::istringstream in(reader.read_rest());
   std::string kept, line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -271,8 +309,16 @@ void trim_metrics(const fs::path& path, int epochs_kept) {
     kept += line;
     kept += '\n';
   }
-  in.close();
   write_file_atomic(path, kept);
+}
+
+// Whether two paths name the same file (links followed), existing or not.
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
+  const fs::path ra = fs::weakly_canonical(fs::absolute(resolve_link_chain(a), ec), ec);
+  const fs::path rb = fs::weakly_canonical(fs::absolute(resolve_link_chain(b), ec), ec);
+  return ra == rb;
 }
 
 std::string percent(double v) {
@@ -291,14 +337,23 @@ struct EvalResult {
   double loss = 0, acc = 0;
 };
 
-EvalResult evaluate(TrainingBackend& backend, Batcher& batcher, bool slow, ProgressBar* bar) {
+bool is_set(const std::atomic<int>* flag) { return flag != nullptr && flag->load(std::memory_order_relaxed) != 0; }
+
+// nullopt when `interrupt` was set before the evaluation finished.
+std::optional<EvalResult> evaluate(TrainingBackend& backend, Batcher& batcher, bool slow, ProgressBar* bar,
+                                   const std::atomic<int>* interrupt) {
   if (slow) backend.swap_slow_weights();
   double loss_sum = 0;
   std::int64_t correct = 0, images = 0;
   std::size_t batches = 0;
+  bool interrupted = false;
   try {
     batcher.start_epoch(0);
     while (batcher.next() != 0) {
+      if (is_set(interrupt)) {
+        interrupted = true;
+        break;
+      }
       const BatchResult r = backend.evaluate_batch(batcher);
       loss_sum += r.loss * r.batch;
       correct += r.correct;
@@ -313,16 +368,58 @@ EvalResult evaluate(TrainingBackend& backend, Batcher& batcher, bool slow, Progr
     throw;
   }
   if (slow) backend.swap_slow_weights();
-  if (images == 0) return {};
-  return {loss_sum / static_cast<double>(images), static_cast<double>(correct) / static_cast<double>(images)};
+  if (interrupted) return std::nullopt;
+  if (images == 0) return EvalResult{};
+  return EvalResult{loss_sum / static_cast<double>(images), static_cast<double>(correct) / static_cast<double>(images)};
 }
 
 }  // namespace
+
+std::vector<std::string> check_files(const TrainerOptions& o) {
+  if (!o.resume.empty()) {
+    struct stat st {};
+    if (::stat(o.resume.c_str(), &st) != 0) {
+      const int err = errno;
+      throw RefusedError("--resume " + o.resume.string() + ": cannot open: " + std::strerror(err));
+    }
+    if (!S_ISREG(st.st_mode))
+      throw RefusedError("--resume " + o.resume.string() + ": is " + describe_file_type(st.st_mode) +
+                         ", not a checkpoint file");
+    if (::access(o.resume.c_str(), R_OK) != 0) {
+      const int err = errno;
+      throw RefusedError("--resume " + o.resume.string() + ": cannot read it: " + std::strerror(err));
+    }
+  }
+  if (!o.checkpoint.empty()) check_writable_location(o.checkpoint, "--checkpoint");
+  if (!o.metrics.empty()) {
+    for (const auto& [other, name] : {std::pair{&o.checkpoint, "--checkpoint"}, std::pair{&o.resume, "--resume"}})
+      if (!other->empty() && same_file(o.metrics, *other))
+        throw RefusedError("--metrics " + o.metrics.string() + ": is also the " + name +
+                           " file; give the metrics their own file");
+    const fs::path resolved = check_replaceable(o.metrics, "--metrics");
+    // A fresh run appends to (or creates) it; a resume rewrites it through a temporary.
+    std::error_code ec;
+    if (!o.resume.empty() || !fs::exists(resolved, ec)) check_writable_location(o.metrics, "--metrics");
+  }
+  std::vector<std::string> notes;
+  for (const fs::path* target : {&o.checkpoint, &o.metrics})
+    if (!target->empty())
+      for (const fs::path& p : remove_stale_temporaries(*target))
+        notes.push_back("removed " + p.string() + ", a temporary file left by an interrupted save");
+  return notes;
+}
 
 TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dataset& test_set,
                    const TrainerOptions& o, std::ostream& log) {
   using Clock = std::chrono::steady_clock;
   const auto run_start = Clock::now();
+  TrainSummary summary;
+  if (is_set(o.interrupt)) {  // before anything is read or written
+    summary.interrupted = o.interrupt->load();
+    summary.stopped_early = true;
+    return summary;
+  }
+  for (const std::string& note : check_files(o)) log << note << "\n";
 
   BatcherOptions bo;
   bo.batch_size = o.batch_size;
@@ -331,12 +428,15 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   bo.crop_padding = o.augment ? 4 : 0;
   bo.horizontal_flip = o.augment;
   bo.fill_images = !backend.wants_batch_indices();
-  Batcher train_batches(train_set, bo);
+  Batcher train_batches = allocation_for("--batch-size " + std::to_string(o.batch_size),
+                                         [&] { return Batcher(train_set, bo); });
   BatcherOptions eo;
   eo.batch_size = o.eval_batch_size ? o.eval_batch_size : o.batch_size;
   eo.train = false;
   eo.fill_images = !backend.wants_batch_indices();
-  Batcher test_batches(test_set, eo);
+  Batcher test_batches = allocation_for((o.eval_batch_size ? "--eval-batch-size " : "--batch-size ") +
+                                            std::to_string(eo.batch_size),
+                                        [&] { return Batcher(test_set, eo); });
   const std::size_t steps_per_epoch = train_batches.batches_per_epoch();
 
   Position pos;
@@ -366,17 +466,33 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   auto save = [&] {
     if (!o.checkpoint.empty()) save_train_checkpoint(o.checkpoint, to_json(pos, o.signature), backend);
   };
+  // Memory a step needs is allocated by its first call (resources.hpp refuses what can
+  // never fit before the run starts): say which option asked for it.
+  auto out_of_memory = [&](bool evaluation) {
+    const std::string option = evaluation && o.eval_batch_size ? "--eval-batch-size" : "--batch-size";
+    throw std::runtime_error(option + " " + std::to_string(evaluation ? eo.batch_size : o.batch_size) +
+                             ": out of memory in " + (evaluation ? "an evaluation" : "a training step") +
+                             " at this batch size; use a smaller " + option + " or --width");
+  };
 
   ProgressBar::Options bar_opts;
   if (o.progress == TrainerOptions::Progress::bar) bar_opts.mode = ProgressBar::Mode::terminal;
   if (o.progress == TrainerOptions::Progress::plain) bar_opts.mode = ProgressBar::Mode::plain;
   const bool show_progress = o.progress != TrainerOptions::Progress::none;
 
-  TrainSummary summary;
+  enum class Stop { none, max_steps, interrupt };
+  Stop stop = Stop::none;
   const int ew = static_cast<int>(std::to_string(o.epochs).size());
-  double lr = scheduled_lr(o.schedule, pos.step, steps_per_epoch, o.epochs);
+  // The learning rate of the last step taken, as an epoch's record reports it (a resume
+  // at an epoch's end takes no step before that epoch's record).
+  double lr = scheduled_lr(o.schedule, std::max<std::int64_t>(pos.step - 1, 0), steps_per_epoch, o.epochs);
   const bool limit_reached = o.max_steps > 0 && pos.step >= o.max_steps;
   while (pos.epoch < o.epochs && !limit_reached) {
+    // Between epochs: the epoch's end was saved already, nothing more to write.
+    if (is_set(o.interrupt)) {
+      stop = Stop::interrupt;
+      break;
+    }
     train_batches.start_epoch(static_cast<std::uint64_t>(pos.epoch));
     for (std::size_t i = 0; i < pos.batches_done; ++i) train_batches.next();  // resumed mid-epoch
 
@@ -386,13 +502,18 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
     if (show_progress) bar.emplace(label, steps_per_epoch, bar_opts);
     const auto epoch_start = Clock::now();
     std::int64_t images_this_run = 0;
-    bool stop = false;
     while (train_batches.next() != 0) {
       lr = scheduled_lr(o.schedule, pos.step, steps_per_epoch, o.epochs);
       backend.set_lr(lr);
-      const BatchResult r = backend.train_batch(train_batches);
+      BatchResult r;
+      try {
+        r = backend.train_batch(train_batches);
+      } catch (const std::bad_alloc&) {
+        out_of_memory(false);
+      }
       ++pos.step;
       ++pos.batches_done;
+      ++summary.steps_this_run;
       pos.loss_sum += r.loss * r.batch;
       pos.correct += r.correct;
       pos.images += r.batch;
@@ -403,18 +524,23 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
       if (!std::isfinite(r.loss)) throw std::runtime_error("training diverged: loss is " + std::to_string(r.loss) +
                                                            " at step " + std::to_string(pos.step) +
                                                            " (lower --lr?)");
+      // An interrupt stops after the step in progress, even the epoch's last: the position
+      // then says "all batches done, not evaluated", and a resume evaluates.
+      if (is_set(o.interrupt)) {
+        stop = Stop::interrupt;
+        break;
+      }
       const bool epoch_end = pos.batches_done == steps_per_epoch;
       if (!epoch_end && o.max_steps > 0 && pos.step >= o.max_steps) {
-        stop = true;
+        stop = Stop::max_steps;
         break;
       }
       if (!epoch_end && o.checkpoint_every > 0 && pos.step % o.checkpoint_every == 0) save();
     }
     const double train_seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
-    if (stop) {
-      if (bar) bar->finish("stopped at --max-steps");
+    if (stop != Stop::none) {
+      if (bar) bar->finish(stop == Stop::max_steps ? "stopped at --max-steps" : "interrupted");
       save();
-      summary.stopped_early = true;
       break;
     }
 
@@ -432,14 +558,25 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
       eval_bar.emplace(std::string(label) + (slow ? " test (slow)" : " test"), test_batches.batches_per_epoch(),
                        bar_opts);
     if (test_set.size() > 0) {
-      const EvalResult ev = evaluate(backend, test_batches, slow, eval_bar ? &*eval_bar : nullptr);
+      std::optional<EvalResult> ev;
+      try {
+        ev = evaluate(backend, test_batches, slow, eval_bar ? &*eval_bar : nullptr, o.interrupt);
+      } catch (const std::bad_alloc&) {
+        out_of_memory(true);
+      }
+      if (!ev) {  // interrupted: the position is "trained, not evaluated"
+        if (eval_bar) eval_bar->finish("interrupted");
+        stop = Stop::interrupt;
+        save();
+        break;
+      }
       if (eval_bar) eval_bar->finish();
-      m.test_loss = ev.loss;
-      m.test_acc = ev.acc;
-      pos.final_test_acc = ev.acc;
-      pos.final_test_loss = ev.loss;
-      if (!pos.best_test_acc || ev.acc > *pos.best_test_acc) {
-        pos.best_test_acc = ev.acc;
+      m.test_loss = ev->loss;
+      m.test_acc = ev->acc;
+      pos.final_test_acc = ev->acc;
+      pos.final_test_loss = ev->loss;
+      if (!pos.best_test_acc || ev->acc > *pos.best_test_acc) {
+        pos.best_test_acc = ev->acc;
         pos.best_epoch = m.epoch;
       }
     }
@@ -468,23 +605,28 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
     }
   }
 
+  if (stop != Stop::none) summary.stopped_early = true;
+  if (stop == Stop::interrupt) summary.interrupted = o.interrupt->load();
   summary.epochs_done = pos.epoch;
   summary.steps = pos.step;
+  summary.batches_done = pos.batches_done;
   summary.best_test_acc = pos.best_test_acc;
   summary.best_epoch = pos.best_epoch;
   summary.final_test_acc = pos.final_test_acc;
   summary.final_test_loss = pos.final_test_loss;
   summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
-  if (metrics)
-    metrics->write(json{{"summary",
-                         {{"epochs", summary.epochs_done},
-                          {"steps", summary.steps},
-                          {"best_test_acc", opt_to_json(summary.best_test_acc)},
-                          {"best_epoch", summary.best_epoch},
-                          {"final_test_acc", opt_to_json(summary.final_test_acc)},
-                          {"final_test_loss", opt_to_json(summary.final_test_loss)},
-                          {"stopped_early", summary.stopped_early},
-                          {"seconds", summary.seconds}}}});
+  if (metrics) {
+    json record = {{"epochs", summary.epochs_done},
+                   {"steps", summary.steps},
+                   {"best_test_acc", opt_to_json(summary.best_test_acc)},
+                   {"best_epoch", summary.best_epoch},
+                   {"final_test_acc", opt_to_json(summary.final_test_acc)},
+                   {"final_test_loss", opt_to_json(summary.final_test_loss)},
+                   {"stopped_early", summary.stopped_early},
+                   {"seconds", summary.seconds}};
+    if (summary.interrupted) record["interrupted"] = signal_name(summary.interrupted);
+    metrics->write(json{{"summary", record}});
+  }
   return summary;
 }
 

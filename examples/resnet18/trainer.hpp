@@ -6,6 +6,7 @@
 // ResNet18<float> and nestla on the host (cpu_backend.hpp); a GPU backend implements the
 // same dozen calls and reuses the loop, the CLI, the data pipeline and the checkpoints.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -54,6 +55,13 @@ class TrainingBackend {
   virtual void load_model(std::istream& in) = 0;
   virtual void save_optimizer(std::ostream& out) const = 0;
   virtual void load_optimizer(std::istream& in) = 0;
+  // The most bytes save_model / save_optimizer can write for this model and optimizer, in
+  // any state (fresh or stepped): a resume reads no more than these. By default the
+  // model's size is measured (it is fixed), and the optimizer's bounded by 8 floats per
+  // model float plus 1 MiB (a base's two moments and slow weights and slow momenta at
+  // each of up to three levels).
+  [[nodiscard]] virtual std::size_t model_state_bound() const;
+  [[nodiscard]] virtual std::size_t optimizer_state_bound() const;
 
   // A backend that keeps the datasets in its own memory (the GPU one) takes each batch as
   // the Batcher's indices and augmentation draws rather than host images: the loop then
@@ -103,6 +111,10 @@ struct TrainerOptions {
   enum class Progress { automatic, bar, plain, none };
   Progress progress = Progress::automatic;
 
+  // Set (to a signal number) by InterruptHandlers: the loop stops after its current step,
+  // or in the middle of an evaluation, saves the checkpoint and returns. Null: never.
+  const std::atomic<int>* interrupt = nullptr;
+
   // Everything about the run, written as the metrics file's first record.
   nlohmann::json run_info = nlohmann::json::object();
   // What must match for a resume to continue the same run (dataset, model, optimizer,
@@ -113,7 +125,10 @@ struct TrainerOptions {
 struct TrainSummary {
   int epochs_done = 0;
   std::int64_t steps = 0;
-  bool stopped_early = false;  // max_steps reached inside an epoch
+  std::int64_t steps_this_run = 0;  // taken by this process (steps counts a resumed run's too)
+  bool stopped_early = false;  // max_steps reached inside an epoch, or interrupted
+  int interrupted = 0;         // the signal that stopped the run, 0 if none
+  std::size_t batches_done = 0;  // position inside the epoch in progress when stopped
   std::optional<double> best_test_acc;
   int best_epoch = 0;
   std::optional<double> final_test_acc;
@@ -123,21 +138,43 @@ struct TrainSummary {
 };
 
 // Trains for options.epochs epochs (counting those a resumed checkpoint already did).
-// Per-epoch lines go to `log`, progress bars to stderr. Throws on I/O or checkpoint errors.
+// Per-epoch lines go to `log`, progress bars to stderr. Runs check_files() first, so a
+// bad --checkpoint, --metrics or --resume is refused (RefusedError) before anything is
+// written. Throws on I/O or checkpoint errors.
 TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dataset& test_set,
                    const TrainerOptions& options, std::ostream& log);
 
+// The files of a run, checked before its first step, and its stale temporaries removed:
+// - --checkpoint: missing or a regular file we may write (a symbolic link is followed and
+//   the file it names replaced, the link kept), in an existing directory where a file can
+//   be created (a temporary is created and removed);
+// - --metrics: the same (its directory only when a resume rewrites it), and not the
+//   checkpoint's or the resume file's path;
+// - --resume: an existing regular file.
+// Device nodes, FIFOs, sockets and directories are refused, never opened. Throws
+// RefusedError naming the option and the path; returns one line per temporary file
+// removed (left by a killed save: see remove_stale_temporaries()).
+std::vector<std::string> check_files(const TrainerOptions& options);
+
 // ---- checkpoint file: the trainer's position (JSON), the model, the optimizer, one CRC-32.
 
-class TrainCheckpointError : public std::runtime_error {
+// A checkpoint refused on resume (type, size, format, checksum, another run's).
+class TrainCheckpointError : public RefusedError {
  public:
-  using std::runtime_error::runtime_error;
+  using RefusedError::RefusedError;
 };
+
+// The trainer-state section's largest size (the position and the run's signature are a
+// few KiB).
+inline constexpr std::size_t max_trainer_state_bytes = 1 << 20;
 
 void save_train_checkpoint(const std::filesystem::path& path, const nlohmann::json& trainer_state,
                            const TrainingBackend& backend);
 // Verifies the whole file (magic, version, sizes, checksum) before it touches the backend,
-// then loads model and optimizer; returns the trainer state.
+// then loads model and optimizer; returns the trainer state. Reads no more than the
+// bounds allow: a file that is not regular is never opened, one larger than header +
+// max_trainer_state_bytes + the backend's two state bounds is refused unread, and each
+// section's declared length is checked against its bound before it is read.
 nlohmann::json load_train_checkpoint(const std::filesystem::path& path, TrainingBackend& backend);
 
 }  // namespace resnet18

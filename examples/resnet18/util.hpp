@@ -1,6 +1,7 @@
-// Trainer utilities: crash-safe file replacement, JSON-lines metrics, and a terminal progress bar.
+// Trainer utilities: crash-safe file replacement, guarded file access, JSON-lines metrics, a progress bar, interrupts.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,13 +19,76 @@
 
 namespace resnet18 {
 
+// A file or value the run refuses before it changes anything (a device node given as a
+// checkpoint, an unwritable directory, a checkpoint of another model, a size that cannot
+// be allocated). resnet18_train exits with status 2 on it.
+class RefusedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---------------------------------------------------------------- guarded file access
+
+// Follows the symbolic links of the last component of `path` (up to 40) and returns the
+// entry they end at, existing or not: writing "through" a link replaces the file it names
+// and keeps the link. Only the last component matters: a linked directory already leads
+// the temporary file and the rename into the same real directory.
+std::filesystem::path resolve_link_chain(const std::filesystem::path& path);
+
+// "a character device", "a FIFO", "a directory"... for messages.
+std::string describe_file_type(unsigned mode);
+
+// Throws RefusedError ("<what> <path>: ...") unless `path` is missing or, after its
+// links, a regular file we may write: never a device node, FIFO, socket or directory.
+// Returns the resolved path.
+std::filesystem::path check_replaceable(const std::filesystem::path& path, const std::string& what);
+
+// That, and that a file can be created next to the target (the directory exists and is
+// writable): creates and removes an AtomicFile temporary there. RefusedError otherwise.
+void check_writable_location(const std::filesystem::path& path, const std::string& what);
+
+// Removes temporary files that an AtomicFile for `target` (links resolved) left behind
+// when its process was killed: only entries named ".<name>.tmp.<pid>.<n>", only regular
+// files, only when process <pid> no longer runs. Returns the paths removed.
+std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& target);
+
+// An open regular file for reading, refused (RefusedError naming `what` and the path)
+// when it is anything else or larger than `max_bytes`: a device or FIFO is never opened
+// (stat first, then open non-blocking and fstat again, against a swap in between).
+class BoundedReader {
+ public:
+  BoundedReader(const std::filesystem::path& path, const std::string& what, std::uint64_t max_bytes);
+  BoundedReader(const BoundedReader&) = delete;
+  BoundedReader& operator=(const BoundedReader&) = delete;
+  ~BoundedReader();
+
+  // The size when opened.
+  [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+  // Reads n bytes; false when the file ends first. Never reads past size() + 1 in all.
+  bool read(void* data, std::size_t n);
+  // Everything up to the end (at most size()); RefusedError if the file grew since opened.
+  std::string read_rest();
+  // True when nothing follows what was read.
+  bool at_end();
+
+ private:
+  std::filesystem::path path_;
+  std::string what_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0, done_ = 0;
+};
+
 // ---------------------------------------------------------------- atomic file writes
 
 // Writes a file so that readers (and a run killed half-way) see either the old content
 // or the complete new one: the data goes to a temporary file in the target's directory
 // (rename is atomic only within one file system), is flushed and fsync'ed, and is then
 // renamed over the target; the directory is fsync'ed too, so the rename survives a
-// power loss. Errors are std::system_error naming the path and the errno text.
+// power loss. A symbolic link is followed (the file it names is replaced, the link
+// stays); a target that is not a regular file, or a read-only one, is refused
+// (RefusedError) when constructed and again just before the rename; the new file keeps
+// the old one's permission bits. I/O errors are std::system_error naming the path and
+// the errno text.
 class AtomicFile {
  public:
   explicit AtomicFile(std::filesystem::path target);
@@ -37,6 +102,7 @@ class AtomicFile {
   // fsync, rename over the target, fsync the directory. Once only.
   void commit();
 
+  // The file replaced: the given path with its links followed.
   [[nodiscard]] const std::filesystem::path& target() const noexcept { return target_; }
   [[nodiscard]] const std::filesystem::path& temp_path() const noexcept { return temp_; }
 
@@ -76,6 +142,7 @@ struct EpochMetrics {
 class MetricsWriter {
  public:
   // truncate = true starts a fresh file; otherwise lines are appended (a resumed run).
+  // Anything but a regular file (after links) is refused with RefusedError, unopened.
   explicit MetricsWriter(std::filesystem::path path, bool truncate = false);
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;
@@ -147,5 +214,25 @@ class ProgressBar {
 
 // "1:02:03" / "4:05" for durations of progress bars and logs.
 std::string format_duration(double seconds);
+
+// ---------------------------------------------------------------- interrupts
+
+// While alive, SIGINT and SIGTERM are caught: the first sets flag() to the signal number
+// (and says so on stderr), so the training loop stops after its current step and saves;
+// a second one restores the default action and re-raises it, ending the process at once
+// (a checkpoint being written is then left as a temporary file, removed on the next start).
+// The previous handlers come back on destruction. One at a time.
+class InterruptHandlers {
+ public:
+  InterruptHandlers();
+  ~InterruptHandlers();
+  InterruptHandlers(const InterruptHandlers&) = delete;
+  InterruptHandlers& operator=(const InterruptHandlers&) = delete;
+
+  [[nodiscard]] static const std::atomic<int>& flag() noexcept;
+};
+
+// "SIGINT", "SIGTERM", or "signal N".
+std::string signal_name(int sig);
 
 }  // namespace resnet18

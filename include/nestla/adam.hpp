@@ -45,11 +45,8 @@ template <class T, bool Decoupled, bool Amsgrad>
 struct adam_update {
   static constexpr unsigned uses = Amsgrad ? 0b111u : 0b011u;
   T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps, weight_decay, decay;
-  bool maximize = false;
-
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if constexpr (Decoupled) p = p * V(decay);
     else if (weight_decay != T(0)) g = g + V(weight_decay) * p;
     V& m = s[0];
@@ -105,8 +102,8 @@ struct adam_rule {
     const double bc2_sqrt = std::sqrt(1 - std::pow(o.beta2, t));
     const T b1(o.beta1), omb1(1 - o.beta1), b2(o.beta2), omb2(1 - o.beta2), step(-(c.lr / bc1)), bc2(bc2_sqrt),
         eps(o.eps), wd(c.weight_decay), decay(1 - c.lr * c.weight_decay);
-    if (o.amsgrad) return detail::adam_update<T, Decoupled, true>{b1, omb1, b2, omb2, step, bc2, eps, wd, decay, o.maximize};
-    return detail::adam_update<T, Decoupled, false>{b1, omb1, b2, omb2, step, bc2, eps, wd, decay, o.maximize};
+    if (o.amsgrad) return detail::adam_update<T, Decoupled, true>{b1, omb1, b2, omb2, step, bc2, eps, wd, decay};
+    return detail::adam_update<T, Decoupled, false>{b1, omb1, b2, omb2, step, bc2, eps, wd, decay};
   }
 };
 

@@ -116,26 +116,59 @@ constexpr unsigned uses_mask() {
   }
 }
 
-// The functor the backends run: the rule's, seeing all N states at their
-// indices while only the used ones (Mask) are loaded and stored. Unused
-// entries are never touched by a correct functor.
+// The functor the backends run when a variant uses states that are not a
+// prefix of the rule's (e.g. {0, 2}): the backends load and store only the
+// used ones, contiguously; this puts each at its rule index for the rule's
+// functor. Straight-line code over compile-time indices, so that it compiles
+// to nothing but register moves. (A prefix needs no wrapper: the functor just
+// never touches the entries past it.)
 template <class Op, std::size_t N, unsigned Mask>
 struct masked_update {
-  static constexpr std::size_t states = static_cast<std::size_t>(std::popcount(Mask));
   Op op;
 
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    V all[N > 0 ? N : 1];
-    std::size_t j = 0;
-    for (std::size_t k = 0; k < N; ++k)
-      if ((Mask >> k) & 1u) all[k] = s[j++];
+    call(p, g, s, std::make_index_sequence<N>{});
+  }
+
+ private:
+  // Where rule state K sits among the used ones.
+  template <std::size_t K>
+  static constexpr std::size_t slot = static_cast<std::size_t>(std::popcount(Mask & ((1u << K) - 1u)));
+  template <std::size_t K>
+  static constexpr bool used = ((Mask >> K) & 1u) != 0;
+
+  template <class V, std::size_t... K>
+  NESTLA_HOST_DEVICE void call(V& p, V g, V* s, std::index_sequence<K...>) const {
+    V all[N];
+    ((used<K> ? (void)(all[K] = s[slot<K>]) : (void)0), ...);
     op(p, g, all);
-    j = 0;
-    for (std::size_t k = 0; k < N; ++k)
-      if ((Mask >> k) & 1u) s[j++] = all[k];
+    ((used<K> ? (void)(s[slot<K>] = all[K]) : (void)0), ...);
   }
 };
+
+template <unsigned Mask>
+inline constexpr bool is_prefix_mask = (Mask & (Mask + 1u)) == 0;
+
+// The rule's functor on a scaled gradient, g * scale: -1 for maximize (torch
+// negates the gradient before everything else; times -1 is exact). Only steps
+// that need it run it, so the plain path keeps its code and speed.
+template <class Op, class T>
+struct scaled_gradient {
+  Op op;
+  T scale;
+
+  template <class V>
+  NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
+    op(p, g * V(scale), s);
+  }
+};
+
+template <class O>
+bool maximize_option(const O& o) {
+  if constexpr (requires { o.maximize; }) return static_cast<bool>(o.maximize);
+  else return false;
+}
 
 template <class O>
 double weight_decay_option(const O& o) {
@@ -525,11 +558,17 @@ class BaseOptimizer {
       }
     auto make = [&](std::size_t i) {
       const Op& op = std::get<Op>(prepared_[static_cast<std::size_t>(group_of(i) + 1)]);
-      if constexpr (S == state_count) return op;
+      if constexpr (detail::is_prefix_mask<mask>) return op;
       else return detail::masked_update<Op, state_count, mask>{op};
     };
-    if constexpr (detail::skip_in_device_pass<Backend>) return;
-    else Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
+    if constexpr (detail::skip_in_device_pass<Backend>) {
+      return;
+    } else if (detail::maximize_option(opts_)) {
+      auto scaled = [&](std::size_t i) { return detail::scaled_gradient<decltype(make(i)), T>{make(i), T(-1)}; };
+      Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, scaled);
+    } else {
+      Backend::template fused_step<T, S>(ctx_, views(), layout_.total, ptrs, m_index, plan, make);
+    }
   }
 
   void write_own(detail::checkpoint_writer& w) const {

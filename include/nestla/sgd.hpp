@@ -32,11 +32,8 @@ template <class T, int Mode, bool Nesterov>
 struct sgd_update {
   static constexpr unsigned uses = Mode == 0 ? 0u : 1u;
   T neg_lr, wd, mu, one_minus_tau;
-  bool maximize = false;
-
   template <class V>
   NESTLA_HOST_DEVICE void operator()(V& p, V g, V* s) const {
-    if (maximize) g = -g;
     if (wd != T(0)) g = g + V(wd) * p;
     if constexpr (Mode != 0) {
       V& b = s[0];
@@ -87,14 +84,14 @@ struct sgd_rule {
   template <class T>
   static update<T> prepare(const options& o, const step_context& c) {
     const T lr(-c.lr), wd(c.weight_decay), mu(o.momentum), damp(1 - o.dampening);
-    if (o.momentum == 0) return detail::sgd_update<T, 0, false>{lr, wd, mu, damp, o.maximize};
+    if (o.momentum == 0) return detail::sgd_update<T, 0, false>{lr, wd, mu, damp};
     const bool first = c.is_fresh(0);
     if (o.nesterov) {
-      if (first) return detail::sgd_update<T, 1, true>{lr, wd, mu, damp, o.maximize};
-      return detail::sgd_update<T, 2, true>{lr, wd, mu, damp, o.maximize};
+      if (first) return detail::sgd_update<T, 1, true>{lr, wd, mu, damp};
+      return detail::sgd_update<T, 2, true>{lr, wd, mu, damp};
     }
-    if (first) return detail::sgd_update<T, 1, false>{lr, wd, mu, damp, o.maximize};
-    return detail::sgd_update<T, 2, false>{lr, wd, mu, damp, o.maximize};
+    if (first) return detail::sgd_update<T, 1, false>{lr, wd, mu, damp};
+    return detail::sgd_update<T, 2, false>{lr, wd, mu, damp};
   }
 };
 

@@ -140,7 +140,7 @@ TEST_CASE("first_tensor finds where a chunk starts, across padding and empty ten
   CHECK(cd::first_tensor(meta, 1, 5) == 0);
 }
 
-TEST_CASE("chunks keep 64-byte edges; the grid covers the range") {
+TEST_CASE("chunks keep 64-byte edges, and the grid covers the range") {
   CHECK(cd::chunk_elements<float>(2) == 2048);
   CHECK(cd::chunk_elements<double>(2) == 1024);
   CHECK(cd::chunk_elements<float>(0) * sizeof(float) % 64 == 0);

@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -34,6 +37,28 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A character device to offer where a file is expected. Never the system's /dev/null
+// when we run as root: a broken guard would replace it with a regular file for every
+// process on the machine (it happened once, while checking that these tests can fail).
+// As root, a fresh node (1, 3: what /dev/null is) in `dir`; otherwise /dev/null, whose
+// directory an ordinary user cannot change; empty when neither is safe (skip the case).
+inline std::filesystem::path scratch_device(const std::filesystem::path& dir) {
+  const std::filesystem::path node = dir / "null-device";
+  if (::mknod(node.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) return node;
+  if (::geteuid() != 0 && ::access("/dev", W_OK) != 0) return "/dev/null";
+  return {};
+}
+
+// The pid of a process that has exited and been reaped: no process has it (until the
+// kernel reuses it, which takes a full turn of the pid space). For stale-file tests.
+inline pid_t dead_pid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return pid;
+}
 
 using Bytes = std::vector<std::uint8_t>;
 

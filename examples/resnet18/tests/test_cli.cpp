@@ -1,11 +1,20 @@
-// resnet18_train's command line: defaults, the optimizer grid it reaches, and clear errors for bad values.
+// resnet18_train's command line: defaults, the optimizer grid it reaches, and clear errors for bad values and files.
 #include <doctest/doctest.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <typeinfo>
 #include <vector>
 
 #include "cli.hpp"
+#include "data_test_files.hpp"
 
 using namespace resnet18;
 using Args = std::vector<std::string>;
@@ -107,8 +116,8 @@ TEST_CASE("cli: bad values and contradictory options are errors that say what is
   CHECK(error_of({"--optimizer", "nested", "--depth", "4"}).find("at most 3") != std::string::npos);
   CHECK(error_of({"--optimizer", "nested", "--depth", "-1"}).find("--depth") != std::string::npos);
   CHECK(error_of({"--optimizer", "lookahead", "--depth", "2"}).find("--optimizer nested --depth 2") != std::string::npos);
-  CHECK(error_of({"--optimizer", "lookahead", "--k", "0"}) == "--k: must be >= 1 (got 0)");
-  CHECK(error_of({"--optimizer", "nested", "--s", "0"}) == "--s: must be >= 1 (got 0)");
+  CHECK(error_of({"--optimizer", "lookahead", "--k", "0"}) == "--k: must be an integer in [1, 1073741824] (got 0)");
+  CHECK(error_of({"--optimizer", "nested", "--s", "0"}) == "--s: must be an integer in [1, 1073741824] (got 0)");
   CHECK(error_of({"--optimizer", "lookahead", "--alpha", "1.5"}) == "--alpha: must be in [0, 1] (got 1.5)");
   CHECK(error_of({"--optimizer", "nested", "--h", "-0.1"}).find("--h: must be in [0, 1]") != std::string::npos);
   CHECK(error_of({"--optimizer", "lookahead", "--s", "5"}).find("no second level") != std::string::npos);
@@ -118,7 +127,8 @@ TEST_CASE("cli: bad values and contradictory options are errors that say what is
   CHECK(error_of({"--optimizer", "nested", "--levels", "5:0.5", "--depth", "2"}).find("1 levels given, but --depth is 2") !=
         std::string::npos);
   CHECK(error_of({"--optimizer", "nested", "--levels", "5:x"}).find("alpha 'x' is not a number") != std::string::npos);
-  CHECK(error_of({"--optimizer", "nested", "--levels", "0:0.5"}).find("must be >= 1") != std::string::npos);
+  CHECK(error_of({"--optimizer", "nested", "--levels", "0:0.5"}).find("must be an integer in [1, 1073741824] (got 0)") !=
+        std::string::npos);
   CHECK(error_of({"--optimizer", "nested", "--levels", "5:0.5:sideways"}).find("unknown policy 'sideways'") !=
         std::string::npos);
   CHECK(error_of({"--optimizer", "nested", "--levels", "5:0.5,5:0.5,5:0.5,5:0.5"}).find("at most 3") != std::string::npos);
@@ -158,4 +168,128 @@ TEST_CASE("cli: levels parser") {
   CHECK_THROWS_AS(parse_levels("5", nestla::Momentum::keep), CLI::ValidationError);
   CHECK_THROWS_AS(parse_levels("5:0.5:keep:x", nestla::Momentum::keep), CLI::ValidationError);
   CHECK_THROWS_AS(parse_levels("5.5:0.5", nestla::Momentum::keep), CLI::ValidationError);
+}
+
+// CLI11's own range checks let NaN through and its unsigned conversion wraps -1 (which
+// once reached a vector resize as "vector::_M_default_append"): every numeric option is
+// checked on the text as typed, and the message names it.
+TEST_CASE("cli: every numeric option rejects NaN, infinities, negatives and out-of-range values, naming the option") {
+  struct Bad {
+    Args context;  // what makes the option applicable
+    std::string option;
+    std::vector<std::string> values;
+  };
+  const Args sgd = {"--optimizer", "sgd"};
+  const Args step = {"--schedule", "step"};
+  const Args la = {"--optimizer", "lookahead"};
+  const Args nested = {"--optimizer", "nested"};
+  const Args synthetic = {"--dataset", "synthetic"};
+  const Bad cases[] = {
+      {{}, "--lr", {"nan", "inf", "-inf", "-1", "1e999", "fast"}},
+      {sgd, "--momentum", {"nan", "inf", "-0.1", "1", "1.5"}},
+      {{}, "--beta1", {"nan", "inf", "-0.1", "1"}},
+      {{}, "--beta2", {"nan", "-inf", "1", "2"}},
+      {{}, "--weight-decay", {"nan", "inf", "-1e-4"}},
+      {step, "--step-size", {"nan", "inf", "0", "-1", "2e6"}},
+      {step, "--gamma", {"nan", "inf", "0", "-0.5", "1.5"}},
+      {{}, "--warmup", {"nan", "inf", "-1", "2e6"}},
+      {la, "--alpha", {"nan", "inf", "-0.1", "1.01"}},
+      {nested, "--h", {"nan", "-inf", "2"}},
+      {la, "--k", {"nan", "inf", "0", "-3", "1.5", "2147483648"}},
+      {nested, "--s", {"nan", "0", "-1"}},
+      {nested, "--depth", {"nan", "-1", "0", "4", "2.5"}},
+      {{}, "--train-subset", {"-1", "nan", "1.5", "2147483648", "18446744073709551615"}},
+      {{}, "--test-subset", {"-1", "inf"}},
+      {synthetic, "--image-size", {"nan", "2", "2048", "-16"}},
+      {{}, "--width", {"nan", "0", "-8", "5000", "8.5"}},
+      {{}, "--batch-size", {"nan", "0", "-1", "65537", "18446744073709551615"}},
+      {{}, "--eval-batch-size", {"nan", "-1", "65537"}},
+      {{}, "--epochs", {"nan", "0", "-1", "1.5", "1048577"}},
+      {{}, "--seed", {"-1", "nan", "18446744073709551616", "1.5"}},
+      {{}, "--threads", {"nan", "-1", "1025"}},
+      {{}, "--max-steps", {"nan", "-1", "9223372036854775808"}},
+      {{"--checkpoint", "x.ckpt"}, "--checkpoint-every", {"nan", "-1", "1.5"}},
+  };
+  for (const Bad& b : cases)
+    for (const std::string& v : b.values) {
+      Args args = b.context;
+      args.push_back(b.option);
+      args.push_back(v);
+      const std::string error = error_of(args);
+      CAPTURE(b.option);
+      CAPTURE(v);
+      CAPTURE(error);
+      CHECK(error.rfind(b.option + ":", 0) == 0);  // "--gamma: must be ..." or "Could not convert: ..."
+    }
+  // The message says what is allowed.
+  CHECK(error_of({"--schedule", "step", "--gamma", "nan"}) == "--gamma: must be a finite number in (0, 1] (got nan)");
+  CHECK(error_of({"--warmup", "inf"}) == "--warmup: must be a finite number in [0, 1048576] (got inf)");
+  CHECK(error_of({"--train-subset", "-1"}) == "--train-subset: must be an integer in [0, 2147483647] (got -1)");
+  CHECK(error_of({"--lr", "fast"}) == "--lr: 'fast' is not a number");
+  CHECK(error_of({"--optimizer", "nested", "--levels", "5:nan"}).find("--levels") == 0);
+  CHECK(error_of({"--optimizer", "nested", "--levels", "5:inf"}).find("--levels") == 0);
+
+  // The edges themselves, and the spellings people type, are accepted.
+  CHECK(error_of({"--lr", "0"}).empty());
+  CHECK(error_of({"--lr", "+1e-3"}).empty());
+  CHECK(error_of({"--optimizer", "sgd", "--momentum", "0"}).empty());
+  CHECK(error_of({"--beta1", "0.999999"}).empty());
+  CHECK(error_of({"--schedule", "step", "--gamma", "1", "--step-size", "0.5"}).empty());
+  CHECK(error_of({"--warmup", "0.25"}).empty());
+  CHECK(error_of({"--seed", "18446744073709551615"}).empty());
+  CHECK(error_of({"--batch-size", "65536", "--eval-batch-size", "0", "--width", "4096", "--epochs", "1048576"}).empty());
+  CHECK(parse_command_line({"--seed", "18446744073709551615"}).trainer.seed == 18446744073709551615ull);
+  CHECK(parse_command_line({"--train-subset", "+100"}).train_data.limit == 100);
+}
+
+// Special files are refused when the options are parsed: before any data is loaded,
+// and without opening them (opening a FIFO blocks, opening a device may act).
+TEST_CASE("cli: a device node, FIFO, socket or directory as --checkpoint, --metrics or --resume is refused") {
+  using resnet18::testing::TempDir;
+  TempDir dir;
+  const std::string fifo = (dir / "fifo").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const std::string sub = (dir / "sub").string();
+  std::filesystem::create_directory(sub);
+  const std::string sock = (dir / "sock").string();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  const std::string to_null = (dir / "link-to-null").string();
+  // Parsing opens nothing, so the system's /dev/null is safe here.
+  std::filesystem::create_symlink("/dev/null", to_null);
+  const std::string regular = (dir / "run.ckpt").string();
+  std::ofstream(regular) << "x";
+  const std::string to_regular = (dir / "link-to-run.ckpt").string();
+  std::filesystem::create_symlink("run.ckpt", to_regular);
+
+  for (const char* option : {"--checkpoint", "--metrics"}) {
+    CAPTURE(option);
+    CHECK(error_of({option, "/dev/null"}) == std::string(option) +
+                                              ": /dev/null: is a character device, not a regular file: the trainer "
+                                              "replaces only regular files");
+    CHECK(error_of({option, fifo}).find(std::string(option) + ": " + fifo + ": is a FIFO") == 0);
+    CHECK(error_of({option, sub}).find(std::string(option) + ": " + sub + ": is a directory") == 0);
+    CHECK(error_of({option, sock}).find(std::string(option) + ": " + sock + ": is a socket") == 0);
+    CHECK(error_of({option, to_null}).find(std::string(option) + ": " + to_null +
+                                           " (a link to /dev/null): is a character device") == 0);
+    CHECK(error_of({option, regular}).empty());
+    CHECK(error_of({option, to_regular}).empty());
+    CHECK(error_of({option, (dir / "new.file").string()}).empty());
+  }
+  CHECK(error_of({"--resume", "/dev/zero"}) == "--resume: /dev/zero: is a character device, not a checkpoint file");
+  CHECK(error_of({"--resume", fifo}) == "--resume: " + fifo + ": is a FIFO (named pipe), not a checkpoint file");
+  CHECK(error_of({"--resume", sub}) == "--resume: " + sub + ": is a directory, not a checkpoint file");
+  CHECK(error_of({"--resume", (dir / "missing").string()}).find("No such file or directory") != std::string::npos);
+  CHECK(error_of({"--resume", to_regular}).empty());
+  // Nothing was created, removed or replaced.
+  ::close(fd);
+  struct stat st {};
+  CHECK((::stat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
+  CHECK((::lstat(to_null.c_str(), &st) == 0 && S_ISLNK(st.st_mode)));
+  CHECK((::stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode)));
+  CHECK(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()) == 6);
 }

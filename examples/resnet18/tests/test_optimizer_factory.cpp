@@ -131,7 +131,7 @@ TEST_CASE("factory: a base optimizer has no slow weights to swap") {
   CHECK_THROWS_AS(opt->swap_slow(ps.params), std::logic_error);
 }
 
-TEST_CASE("factory: save, load into a fresh optimizer, continue bit-identically; other types are refused") {
+TEST_CASE("factory: save, load into a fresh optimizer, continue bit-identically, and other types are refused") {
   Params a({3, 6}), b({3, 6});
   auto oa = make_optimizer<EigenParams>(spec_for(BaseKind::adamw, 3));
   for (int t = 0; t < 7; ++t) {

@@ -1,4 +1,4 @@
-// Tests of atomic file replacement, the JSON-lines metrics writer and the progress bar's output.
+// Tests of atomic file replacement, guarded file access, the metrics writer, the progress bar and interrupt handling.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -12,7 +12,13 @@
 #include <system_error>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -69,6 +75,50 @@ class FileSizeLimit {
  private:
   rlimit saved_{};
   void (*old_handler_)(int) = nullptr;
+};
+
+// f() as a user without privileges: as is when not root (root passes every permission
+// check), else in a child process switched to nobody (65534). The test directory is
+// opened to others for it.
+template <class F>
+bool unprivileged(const fs::path& dir, F f) {
+  if (::geteuid() != 0) return f();
+  fs::permissions(dir, fs::perms::all, fs::perm_options::add);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    bool ok = false;
+    try {
+      ok = ::setgid(65534) == 0 && ::setuid(65534) == 0 && f();
+    } catch (...) {
+    }
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+template <class F>
+std::string refusal_of(F f) {
+  try {
+    f();
+  } catch (const RefusedError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A bound Unix socket at `path`; closed on destruction (the entry stays).
+struct Socket {
+  int fd = -1;
+  explicit Socket(const fs::path& path) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~Socket() { ::close(fd); }
 };
 
 }  // namespace
@@ -165,6 +215,205 @@ TEST_SUITE("atomic write") {
   }
 }
 
+TEST_SUITE("guarded files") {
+  // A checkpoint written through a temporary and a rename would replace whatever the
+  // target is: as root, `--checkpoint /dev/null` replaced the device node with a file.
+  TEST_CASE("a device node, FIFO, socket or directory is never replaced, and no temporary is left") {
+    TempDir dir;
+    const fs::path fifo = dir / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    const fs::path sub = dir / "sub";
+    fs::create_directory(sub);
+    const Socket sock(dir / "sock");
+    for (const fs::path& target : {fifo, sub, dir / "sock"}) {
+      CAPTURE(target);
+      CHECK_THROWS_AS(write_file_atomic(target, "data"), RefusedError);
+      CHECK_THROWS_AS(check_writable_location(target, "--checkpoint"), RefusedError);
+    }
+    const fs::path device = scratch_device(dir.path());
+    if (device.empty()) {
+      MESSAGE("no device node can be made here safely: the device case is skipped");
+    } else {
+      CHECK_THROWS_WITH_AS(write_file_atomic(device, "data"),
+                           ("cannot write " + device.string() +
+                            ": is a character device, not a regular file: the trainer replaces only regular files")
+                               .c_str(),
+                           RefusedError);
+      CHECK(fs::is_character_file(device));
+    }
+    CHECK_THROWS_WITH_AS(write_file_atomic(fifo, "data"), doctest::Contains("is a FIFO (named pipe)"), RefusedError);
+    CHECK_THROWS_WITH_AS(write_file_atomic(sub, "data"), doctest::Contains("is a directory"), RefusedError);
+    CHECK_THROWS_WITH_AS(write_file_atomic(dir / "sock", "data"), doctest::Contains("is a socket"), RefusedError);
+    CHECK(fs::is_fifo(fifo));
+    CHECK(fs::is_directory(sub));
+    CHECK(fs::is_empty(sub));
+    CHECK(fs::is_socket(dir / "sock"));
+    CHECK(entries(dir.path()) == (device.empty() || device.parent_path() != dir.path() ? 3u : 4u));
+  }
+
+  TEST_CASE("something put in the target's place while the data is written is not replaced either") {
+    TempDir dir;
+    const fs::path target = dir / "checkpoint.bin";
+    AtomicFile f(target);
+    f.write("new");
+    REQUIRE(::mkfifo(target.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(f.commit(), doctest::Contains("is a FIFO"), RefusedError);
+    CHECK(fs::is_fifo(target));
+    CHECK(entries(dir.path()) == 1);  // the temporary is gone
+  }
+
+  // Replacing a link by a regular file would silently detach the user's layout (a link
+  // into a larger disk); the file the link names is replaced instead, and the link kept.
+  TEST_CASE("a symbolic link is followed: the file it names is replaced, the link stays") {
+    TempDir dir;
+    fs::create_directory(dir / "disk");
+    const fs::path real = dir / "disk" / "run.ckpt";
+    write_file_atomic(real, "old");
+    fs::create_symlink("disk/run.ckpt", dir / "link1");          // relative
+    fs::create_symlink(dir / "link1", dir / "link2");            // absolute, to a link
+    write_file_atomic(dir / "link2", "new through two links");
+    CHECK(fs::is_symlink(dir / "link1"));
+    CHECK(fs::is_symlink(dir / "link2"));
+    CHECK(slurp(real) == "new through two links");
+    CHECK(entries(dir / "disk") == 1);
+    CHECK(entries(dir.path()) == 3);
+    {
+      AtomicFile f(dir / "link2");
+      CHECK(f.target() == dir / "disk/run.ckpt");
+      CHECK(f.temp_path().parent_path() == dir / "disk");  // same file system as the real target
+    }
+    // A dangling link: the file is created where it points.
+    fs::create_symlink("disk/later.ckpt", dir / "dangling");
+    write_file_atomic(dir / "dangling", "created");
+    CHECK(fs::is_symlink(dir / "dangling"));
+    CHECK(slurp(dir / "disk" / "later.ckpt") == "created");
+    // A link to a device, or a loop: refused, links untouched.
+    const fs::path device = scratch_device(dir / "disk");
+    if (!device.empty()) {
+      fs::create_symlink(device, dir / "null");
+      CHECK_THROWS_WITH_AS(write_file_atomic(dir / "null", "x"),
+                           doctest::Contains(("(a link to " + device.string() + "): is a character device").c_str()),
+                           RefusedError);
+      CHECK(fs::is_symlink(dir / "null"));
+      CHECK(fs::is_character_file(device));
+    }
+    fs::create_symlink("loop-b", dir / "loop-a");
+    fs::create_symlink("loop-a", dir / "loop-b");
+    CHECK_THROWS_WITH_AS(write_file_atomic(dir / "loop-a", "x"), doctest::Contains("loop"), RefusedError);
+    CHECK(fs::is_symlink(dir / "loop-a"));
+  }
+
+  TEST_CASE("the replacement keeps the old file's permission bits, and a read-only file is refused") {
+    TempDir dir;
+    const fs::path target = dir / "private.ckpt";
+    write_file_atomic(target, "old");
+    fs::permissions(target, fs::perms::owner_read | fs::perms::owner_write);
+    write_file_atomic(target, "new");
+    CHECK(slurp(target) == "new");
+    CHECK(fs::status(target).permissions() == (fs::perms::owner_read | fs::perms::owner_write));
+    fs::permissions(target, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    CHECK(unprivileged(dir.path(), [&] {
+      return refusal_of([&] { write_file_atomic(target, "newer"); }).find("is read-only") != std::string::npos;
+    }));
+    CHECK(slurp(target) == "new");
+  }
+
+  TEST_CASE("a location where no file can be created is reported before anything is written") {
+    TempDir dir;
+    CHECK_NOTHROW(check_writable_location(dir / "new.ckpt", "--checkpoint"));
+    CHECK(entries(dir.path()) == 0);  // the probe is removed
+    write_file_atomic(dir / "file", "x");
+    CHECK_THROWS_WITH_AS(check_writable_location(dir / "missing" / "a.ckpt", "--checkpoint"),
+                         ("--checkpoint " + (dir / "missing" / "a.ckpt").string() + ": its directory " +
+                          (dir / "missing").string() + " does not exist")
+                             .c_str(),
+                         RefusedError);
+    CHECK_THROWS_WITH_AS(check_writable_location(dir / "file" / "a.ckpt", "--metrics"),
+                         doctest::Contains("--metrics"), RefusedError);
+    fs::create_directory(dir / "ro");
+    fs::permissions(dir / "ro", fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                                    fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+    CHECK(unprivileged(dir.path(), [&] {
+      return refusal_of([&] { check_writable_location(dir / "ro" / "a.ckpt", "--checkpoint"); })
+                 .find("cannot create a file in " + (dir / "ro").string() + " (Permission denied)") != std::string::npos;
+    }));
+    CHECK(fs::is_empty(dir / "ro"));
+    fs::remove(dir / "ro");
+    // /proc takes no new files, even from root.
+    CHECK_THROWS_WITH_AS(check_writable_location("/proc/resnet18-test.ckpt", "--checkpoint"),
+                         doctest::Contains("cannot create a file in /proc"), RefusedError);
+    CHECK(entries(dir.path()) == 1);
+  }
+
+  // A save killed between creating its temporary and the rename leaves
+  // ".<name>.tmp.<pid>.<n>"; only exactly those of dead processes are removed.
+  TEST_CASE("stale temporaries of a target are removed, and nothing else") {
+    TempDir dir;
+    const fs::path target = dir / "run.ckpt";
+    write_file_atomic(target, "checkpoint");
+    const std::string dead = std::to_string(dead_pid());
+    const std::string alive = std::to_string(::getppid());
+    const std::vector<std::string> stale = {".run.ckpt.tmp." + dead + ".0", ".run.ckpt.tmp." + dead + ".17"};
+    const std::vector<std::string> kept = {
+        ".run.ckpt.tmp." + alive + ".0",         // its process still runs
+        ".run.ckpt.tmp." + dead,                  // not our pattern
+        ".run.ckpt.tmp." + dead + ".1x",          // not our pattern
+        ".run.ckpt.tmp.x" + dead + ".1",          // not our pattern
+        "run.ckpt.tmp." + dead + ".1",            // no leading dot
+        ".other.ckpt.tmp." + dead + ".1",         // another target's
+        ".run.ckpt.tmp." + dead + ".2.partial",   // not our pattern
+    };
+    for (const auto& n : stale) write_file_atomic(dir / n, "partial");
+    for (const auto& n : kept) write_file_atomic(dir / n, "someone else's");
+    fs::create_directory(dir / (".run.ckpt.tmp." + dead + ".3"));             // a directory: kept
+    fs::create_symlink("run.ckpt", dir / (".run.ckpt.tmp." + dead + ".4"));  // a link: kept
+    const auto removed = remove_stale_temporaries(target);
+    CHECK(removed.size() == stale.size());
+    for (const auto& n : stale) CHECK_FALSE(fs::exists(fs::symlink_status(dir / n)));
+    for (const auto& n : kept) CHECK(slurp(dir / n) == "someone else's");
+    CHECK(fs::is_directory(dir / (".run.ckpt.tmp." + dead + ".3")));
+    CHECK(fs::is_symlink(dir / (".run.ckpt.tmp." + dead + ".4")));
+    CHECK(slurp(target) == "checkpoint");
+    // Through a link, the real target's directory is cleaned.
+    fs::create_directory(dir / "disk");
+    write_file_atomic(dir / "disk" / ("." + std::string("real.ckpt") + ".tmp." + dead + ".5"), "partial");
+    fs::create_symlink("disk/real.ckpt", dir / "link.ckpt");
+    CHECK(remove_stale_temporaries(dir / "link.ckpt").size() == 1);
+    CHECK(entries(dir / "disk") == 0);
+  }
+
+  TEST_CASE("a bounded reader never opens a device or FIFO, and refuses files over its bound") {
+    TempDir dir;
+    const fs::path fifo = dir / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(BoundedReader("/dev/zero", "checkpoint", 100),
+                         "checkpoint /dev/zero: is a character device, not a regular file", RefusedError);
+    CHECK_THROWS_WITH_AS(BoundedReader(fifo, "checkpoint", 100), doctest::Contains("is a FIFO"), RefusedError);
+    CHECK_THROWS_WITH_AS(BoundedReader(dir.path(), "checkpoint", 100), doctest::Contains("is a directory"),
+                         RefusedError);
+    write_file_atomic(dir / "f", "0123456789");
+    CHECK_THROWS_WITH_AS(BoundedReader(dir / "f", "metrics", 9),
+                         doctest::Contains("is 10 bytes, more than the 9 bytes it can be at most"), RefusedError);
+    // A sparse file of 1 TiB: refused from its size, nothing read.
+    {
+      const int fd = ::open((dir / "huge").c_str(), O_CREAT | O_WRONLY, 0600);
+      REQUIRE(fd >= 0);
+      REQUIRE(::ftruncate(fd, off_t(1) << 40) == 0);
+      ::close(fd);
+    }
+    CHECK_THROWS_WITH_AS(BoundedReader(dir / "huge", "metrics", 1 << 20), doctest::Contains("1099511627776 bytes"),
+                         RefusedError);
+    BoundedReader r(dir / "f", "metrics", 10);
+    CHECK(r.size() == 10);
+    char head[4];
+    REQUIRE(r.read(head, 4));
+    CHECK(std::string(head, 4) == "0123");
+    CHECK_FALSE(r.read(head, 8));  // more than is left: not even attempted
+    CHECK(r.read_rest() == "456789");
+    CHECK(r.at_end());
+  }
+}
+
 TEST_SUITE("metrics") {
   TEST_CASE("epoch records are JSON lines that parse back, appended across writers") {
     TempDir dir;
@@ -216,6 +465,17 @@ TEST_SUITE("metrics") {
 
     MetricsWriter fresh(file, true);
     CHECK(fs::file_size(file) == 0);
+  }
+
+  TEST_CASE("a FIFO or device as the metrics file is refused unopened (opening a FIFO would block)") {
+    TempDir dir;
+    const fs::path fifo = dir / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(MetricsWriter(fifo, true), doctest::Contains("is a FIFO"), RefusedError);
+    if (const fs::path device = scratch_device(dir.path()); !device.empty())
+      CHECK_THROWS_WITH_AS(MetricsWriter(device, true), doctest::Contains("is a character device"), RefusedError);
+    CHECK_THROWS_WITH_AS(MetricsWriter(dir.path()), doctest::Contains("is a directory"), RefusedError);
+    CHECK(fs::is_fifo(fifo));
   }
 
   TEST_CASE("an unwritable metrics path is an error naming it") {
@@ -300,5 +560,47 @@ TEST_SUITE("progress") {
     CHECK(std::count(out.begin(), out.end(), '\r') == 2);
     CHECK(std::count(out.begin(), out.end(), '\n') == 1);
     CHECK(out.back() == '\n');
+  }
+}
+
+TEST_SUITE("interrupts") {
+  TEST_CASE("the first SIGINT or SIGTERM sets the flag, and the handlers before come back") {
+    struct sigaction before {};
+    ::sigaction(SIGINT, nullptr, &before);
+    for (int sig : {SIGINT, SIGTERM}) {
+      CAPTURE(sig);
+      const InterruptHandlers handlers;
+      CHECK(InterruptHandlers::flag().load() == 0);
+      ::raise(sig);  // delivered before raise returns
+      CHECK(InterruptHandlers::flag().load() == sig);
+    }
+    struct sigaction after {};
+    ::sigaction(SIGINT, nullptr, &after);
+    CHECK((after.sa_handler == before.sa_handler));
+    CHECK(signal_name(SIGINT) == "SIGINT");
+    CHECK(signal_name(SIGTERM) == "SIGTERM");
+  }
+
+  // A user who presses Ctrl-C twice wants out now: the default action, so the shell sees
+  // "killed by SIGINT". In a child process, which the second signal ends.
+  TEST_CASE("a second signal ends the process at once, by that signal") {
+    for (int sig : {SIGINT, SIGTERM}) {
+      CAPTURE(sig);
+      const pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        ::close(STDERR_FILENO);  // the handler's notice
+        const InterruptHandlers handlers;
+        ::raise(sig);
+        if (InterruptHandlers::flag().load() != sig) ::_exit(3);
+        ::raise(sig);
+        ::_exit(4);  // survived the second
+      }
+      int status = 0;
+      REQUIRE(::waitpid(pid, &status, 0) == pid);
+      CHECK(WIFSIGNALED(status));
+      if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == sig);
+      if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);  // 3 or 4 names the failure
+    }
   }
 }
