@@ -151,6 +151,11 @@ class Lookahead {
     if constexpr (requires { inner_.for_each_level(f); }) inner_.for_each_level(f);
     f(*this);
   }
+  template <class F>
+  void for_each_level(F&& f) const {
+    if constexpr (requires { inner_.for_each_level(f); }) inner_.for_each_level(f);
+    f(*this);
+  }
 
   static std::string type_name() { return "Lookahead<" + Inner::type_name() + ">"; }
 
