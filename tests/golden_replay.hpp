@@ -65,7 +65,9 @@ inline nestla::Momentum to_policy(const std::string& s) {
 inline nestla::LookaheadOptions to_level(const json& j) {
   return nestla::LookaheadOptions{.k = j.at("k").get<int>(),
                                   .alpha = j.at("alpha").get<double>(),
-                                  .momentum = to_policy(j.at("momentum").get<std::string>())};
+                                  .momentum = to_policy(j.at("momentum").get<std::string>()),
+                                  .outer_momentum = j.value("outer_momentum", 0.0),
+                                  .outer_nesterov = j.value("outer_nesterov", false)};
 }
 
 // Largest error seen in one case, and where the first violation happened.

@@ -79,6 +79,7 @@ struct level {
   nestla::LookaheadOptions o;
   std::vector<T> slow, slow_m;
   int cycles = 0;
+  std::vector<T> u{};  // outer momentum, created by the first sync that uses it (torch.optim.SGD's buffer)
 };
 
 template <class T, class BaseStep>
@@ -105,10 +106,21 @@ struct nested {
       }
       L.cycles = 0;
       const T a = T(L.o.alpha);
-      for (std::size_t e = 0; e < p.size(); ++e) {
-        L.slow[e] = L.slow[e] + a * (p[e] - L.slow[e]);
-        p[e] = L.slow[e];
+      if (L.o.outer_momentum == 0) {
+        for (std::size_t e = 0; e < p.size(); ++e) L.slow[e] = L.slow[e] + a * (p[e] - L.slow[e]);
+      } else {
+        // torch.optim.SGD(lr = alpha, momentum = mu, nesterov) on phi, gradient Delta = phi - theta.
+        const T mu = T(L.o.outer_momentum);
+        const bool first = L.u.empty();
+        if (first) L.u.assign(p.size(), T(0));
+        for (std::size_t e = 0; e < p.size(); ++e) {
+          const T delta = L.slow[e] - p[e];
+          L.u[e] = first ? delta : L.u[e] * mu + delta;
+          const T d = L.o.outer_nesterov ? delta + mu * L.u[e] : L.u[e];
+          L.slow[e] = L.slow[e] + T(-L.o.alpha) * d;
+        }
       }
+      for (std::size_t e = 0; e < p.size(); ++e) p[e] = L.slow[e];
       for (std::size_t l = 0; l < i; ++l) levels[l].slow = L.slow;
       if (!has_moment || L.o.momentum == nestla::Momentum::keep) continue;
       auto& m = base.m;

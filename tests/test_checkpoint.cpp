@@ -3,6 +3,7 @@
 
 #include <nestla/nestla.hpp>
 
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -163,4 +164,56 @@ TEST_CASE("damaged and mismatched checkpoints are rejected and change nothing") 
     CHECK_THROWS_AS(opt.load(is), nestla::checkpoint_error);
     CHECK(bytes(opt) == before);
   }
+}
+
+TEST_CASE("outer momentum is checkpointed: resuming mid-cycle is bit-identical to never stopping") {
+  auto make_outer = [] {
+    return nestla::nested<2>(nestla::AdamW<float>({.lr = 0.01}),
+                             {{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9},
+                              {.k = 2, .alpha = 0.7, .outer_momentum = 0.9, .outer_nesterov = true}});
+  };
+  run a, b;
+  auto straight = make_outer(), first = make_outer();
+  a.steps(straight, 29);
+  b.steps(first, 14);  // after the outer level's first sync (u started) and mid-cycle
+  CHECK(!first.outer_momentum_buffer().empty());
+  std::stringstream ss;
+  first.save(ss);
+  auto resumed = nestla::nested<2>(nestla::AdamW<float>({.lr = 0.01}), {{.k = 3}, {.k = 2}});
+  resumed.load(ss);
+  CHECK(resumed.options().outer_nesterov);
+  CHECK(resumed.inner().options().outer_momentum == 0.9);
+  CHECK(bytes(resumed) == bytes(first));
+  b.steps(resumed, 15);
+  CHECK(a.p == b.p);
+  CHECK(bytes(resumed) == bytes(straight));
+}
+
+// tests/data/checkpoint_v2.bin was written by nestla before outer momentum
+// (format version 2, commit a56c759) after exactly the 7 steps below.
+TEST_CASE("a version-2 checkpoint (before outer momentum) loads with no outer momentum") {
+  auto make1 = [] {
+    return nestla::nested<2>(nestla::Adam<double>({.lr = 0.01}),
+                             {{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback}, {.k = 2, .alpha = 0.8}});
+  };
+  auto straight = make1();
+  std::vector<double> p{0.5, -1.0, 2.0, 0.25, 3.0}, g(5);
+  auto grads = [&](int s, std::vector<double>& q) {
+    for (std::size_t i = 0; i < q.size(); ++i) g[i] = q[i] * 0.5 + 0.1 * double(s) - 0.2 * double(i);
+  };
+  for (int s = 0; s < 7; ++s) grads(s, p), straight.step(p, g);
+  std::ifstream in(std::string(NESTLA_TEST_DATA_DIR) + "/checkpoint_v2.bin", std::ios::binary);
+  REQUIRE(in);
+  auto loaded = nestla::nested<2>(nestla::Adam<double>({.lr = 0.5}),
+                                  {{.k = 1, .outer_momentum = 0.9}, {.k = 1, .outer_momentum = 0.5}});
+  loaded.load(in);
+  CHECK(loaded.options().outer_momentum == 0);
+  CHECK(loaded.inner().options().outer_momentum == 0);
+  CHECK(bytes(loaded) == bytes(straight));
+  auto q = p;
+  for (int s = 7; s < 20; ++s) {
+    grads(s, p), straight.step(p, g);
+    grads(s, q), loaded.step(q, g);
+  }
+  CHECK(p == q);
 }

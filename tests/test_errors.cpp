@@ -54,6 +54,10 @@ TEST_CASE("invalid hyperparameters name the parameter and the value") {
   names([] { nestla::Lookahead(Adam<>(), {.k = 0}); }, "k", "0");
   names([] { nestla::Lookahead(Adam<>(), {.alpha = 1.5}); }, "alpha", "1.5");
   names([] { nestla::Lookahead(Adam<>(), {.momentum = static_cast<nestla::Momentum>(7)}); }, "momentum", "7");
+  names([] { nestla::Lookahead(Adam<>(), {.outer_momentum = -0.5}); }, "outer_momentum", "-0.5");
+  names([] { nestla::Lookahead(Adam<>(), {.outer_momentum = std::numeric_limits<double>::infinity()}); },
+        "outer_momentum", "inf");
+  names([] { nestla::Lookahead(Adam<>(), {.outer_nesterov = true}); }, "outer_momentum", "outer_nesterov");
   names([] { Adam<> a; a.add_param_group({0}, {.lr = -1.0}); }, "group lr", "-1");
   names(
       [] {
@@ -73,6 +77,8 @@ TEST_CASE("setting an invalid option leaves the old one") {
   nestla::Lookahead la(nestla::SGD<double>({.lr = 0.1}), {.k = 3});
   CHECK_THROWS_AS(la.set_options({.k = -2}), std::invalid_argument);
   CHECK(la.options().k == 3);
+  CHECK_THROWS_AS(la.set_options({.k = 3, .outer_momentum = std::nan("")}), std::invalid_argument);
+  CHECK(la.options().outer_momentum == 0);
 }
 
 TEST_CASE("a parameter set that changes shape, or gradients that do not match, are rejected before any change") {

@@ -53,13 +53,21 @@ golden::Result run_case(const json& c, bool composed = false) {
   throw std::runtime_error("unknown optimizer " + kind);
 }
 
-// Runs every case whose depth is in [lo, hi]; returns how many ran.
-int check_depths(std::size_t lo, std::size_t hi, bool composed = false) {
+// Does any level of the case have outer momentum (DiLoCo's outer step)?
+bool has_outer_momentum(const json& c) {
+  for (const auto& l : c.at("lookahead"))
+    if (l.value("outer_momentum", 0.0) != 0) return true;
+  return false;
+}
+
+// Runs every case whose depth is in [lo, hi] and that has outer momentum (or
+// has none); returns how many ran.
+int check_depths(std::size_t lo, std::size_t hi, bool composed = false, bool outer = false) {
   return golden::check_cases(
       data(),
       [&](const json& c) {
         const std::size_t depth = c.at("lookahead").size();
-        return depth >= lo && depth <= hi;
+        return depth >= lo && depth <= hi && has_outer_momentum(c) == outer;
       },
       [&](const json& c) { return run_case(c, composed); }, composed ? " (composed)" : "");
 }
@@ -69,7 +77,7 @@ int check_depths(std::size_t lo, std::size_t hi, bool composed = false) {
 TEST_CASE("golden data loads and has the expected cases") {
   const auto& g = data();
   REQUIRE(g.is_array());
-  CHECK(g.size() == 37);
+  CHECK(g.size() == 44);
   for (const auto& c : g) {
     INFO("case ", c.at("name").get<std::string>());
     CHECK(c.at("shapes") == json::array({7, 12, 1}));
@@ -88,3 +96,9 @@ TEST_CASE("golden: Lookahead(Lookahead(A)) composed by hand equals nested<2>") {
 }
 
 TEST_CASE("golden: nested Lookahead depth 3") { CHECK(check_depths(3, 3) == 2); }
+
+TEST_CASE("golden: outer momentum (heavy ball, Nesterov) matches torch.optim.SGD on the slow weights") {
+  CHECK(check_depths(1, 1, false, true) == 3);
+  CHECK(check_depths(2, 3, false, true) == 4);
+  CHECK(check_depths(2, 2, true, true) == 3);
+}

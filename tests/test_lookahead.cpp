@@ -107,6 +107,53 @@ TEST_CASE("depth 4 compiles, runs and equals the reference") {
   CHECK(opt.inner().inner().inner().syncs() == 20);
 }
 
+TEST_CASE_TEMPLATE("outer momentum (heavy ball and Nesterov) equals the reference at depths 1 to 3 and every policy", T,
+                   float, double) {
+  for (bool nesterov : {false, true}) {
+    CAPTURE(nesterov);
+    for (Momentum pol : policies) {
+      INFO("policy ", nestla::to_string(pol));
+      {
+        auto r = reference_for<T>(nestla::AdamOptions{.lr = 0.01});
+        LookaheadOptions lv{.k = 3, .alpha = 0.7, .momentum = pol, .outer_momentum = 0.9, .outer_nesterov = nesterov};
+        r.levels.push_back({lv, {}, {}, 0});
+        Lookahead opt(nestla::Adam<T>({.lr = 0.01}), lv);
+        compare<T>(opt, r, 31);
+      }
+      {
+        auto r = reference_for<T>(nestla::SGDOptions{.lr = 0.05, .momentum = 0.9});
+        LookaheadOptions lv[3] = {
+            {.k = 2, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.5, .outer_nesterov = nesterov},
+            {.k = 3, .alpha = 0.8, .momentum = pol},
+            {.k = 2, .alpha = 1.0, .momentum = pol, .outer_momentum = 0.8, .outer_nesterov = !nesterov}};
+        for (auto& o : lv) r.levels.push_back({o, {}, {}, 0});
+        auto opt = nestla::nested<3>(nestla::SGD<T>({.lr = 0.05, .momentum = 0.9}), lv);
+        compare<T>(opt, r, 40);
+      }
+    }
+  }
+}
+
+TEST_CASE("outer momentum switched on after the first step starts from u <- Delta at its next sync") {
+  auto r = reference_for<double>(nestla::AdamOptions{.lr = 0.01});
+  r.levels.push_back({{.k = 2, .alpha = 0.5}, {}, {}, 0});
+  Lookahead opt(nestla::Adam<double>({.lr = 0.01}), {.k = 2, .alpha = 0.5});
+  auto p = initial<double>(21), q = p;
+  std::vector<double> g;
+  ref::grad_source src;
+  for (int s = 0; s < 24; ++s) {
+    if (s == 5) {
+      CHECK(opt.outer_momentum_buffer().empty());
+      opt.set_options({.k = 2, .alpha = 0.5, .outer_momentum = 0.9, .outer_nesterov = true});
+      r.levels[0].o = opt.options();
+      CHECK(opt.outer_momentum_buffer().size() == opt.slow_weights().size());
+    }
+    src.fill(p, g);
+    REQUIRE(opt.step(p, g) == r.step(q, g));
+    REQUIRE(p == q);
+  }
+}
+
 TEST_CASE("Lookahead with k = 1 and alpha = 1 is its inner optimizer, step for step") {
   nestla::Adam<double> plain({.lr = 0.01, .amsgrad = true});
   Lookahead la(nestla::Adam<double>({.lr = 0.01, .amsgrad = true}), {.k = 1, .alpha = 1.0});

@@ -11,6 +11,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev   # the example's fast CPU convolutions (oneDNN; its CMake package needs OpenCL's)
   zlib1g-dev nlohmann-json3-dev libcli11-dev   # the example's data, metrics and command line
   dataset-fashion-mnist            # real data for the example
+  openmpi-bin libopenmpi-dev       # distributed training over MPI: its tests and example
   libbenchmark-dev                 # benchmarks
   python3 python3-matplotlib       # the experiment runner's plots
 )

@@ -14,10 +14,12 @@ What it does
 ------------
 Base optimizers are torch.optim.SGD / Adam / AdamW with foreach=False, in
 float64. Lookahead and nested Lookahead are an independent Python reference,
-written straight from the semantics contract (shared/design/semantics.md): it
+written straight from the semantics contract (docs/semantics.md): it
 wraps the torch.optim base optimizer and manipulates param.data and the base
 optimizer's first-moment buffers (SGD's state['momentum_buffer'], Adam's and
-AdamW's state['exp_avg']).
+AdamW's state['exp_avg']). A level with outer momentum (DiLoCo's outer step)
+is torch.optim.SGD(lr=alpha, momentum, nesterov) on the slow weights with the
+pseudo-gradient phi - theta as their gradient, as DiLoCo's reference code does.
 
 The parameter set is 3 tensors (7, 3x4 and 1 elements). The loss is the
 nonconvex, elementwise  sum(a * p^2 / 2 + b * sin(c * p))  with fixed random
@@ -36,8 +38,9 @@ JSON schema (floats are written with repr, which round-trips float64 exactly)
                                     # lr, betas [b1, b2], eps, weight_decay,
                                     # amsgrad (adam, adamw). All keys present.
     "lookahead": [                  # levels, innermost first; [] = base optimizer
-      {"k": int, "alpha": float, "momentum": "keep" | "reset" | "pullback"}, ...
-    ],
+      {"k": int, "alpha": float, "momentum": "keep" | "reset" | "pullback",
+       "outer_momentum": float, "outer_nesterov": bool}, ...   # the last two only
+    ],                                                          # when outer momentum is on
     "shapes":    [7, 12, 1],        # element counts of the 3 tensors (flattened)
     "init":      [[...], [...], [...]],   # initial parameters, flat
     "steps": [                      # one entry per step, in order
@@ -143,13 +146,15 @@ class Base:
 
 
 class Lookahead:
-    def __init__(self, inner, k, alpha, policy):
+    def __init__(self, inner, k, alpha, policy, outer_momentum=0.0, outer_nesterov=False):
         assert k >= 1 and 0.0 <= alpha <= 1.0 and policy in ("keep", "reset", "pullback")
         self.inner, self.k, self.alpha, self.policy = inner, k, alpha, policy
+        self.outer_momentum, self.outer_nesterov = outer_momentum, outer_nesterov
         self.params = inner.params
         self.base = inner if isinstance(inner, Base) else inner.base
         self.phi = None      # slow weights, copied from theta on the first step
         self.m_slow = None   # slow first moments (pullback), zero at first
+        self.outer = None    # the outer SGD on phi (outer momentum only)
         self.cycles = 0      # cycles the inner optimizer has completed
         self.synced = False  # did this level sync on the latest step
 
@@ -157,10 +162,17 @@ class Lookahead:
         """Every Lookahead level inside this one, outermost first."""
         return [self.inner] + self.inner.lookaheads() if isinstance(self.inner, Lookahead) else []
 
+    def init_slow(self):
+        """First step, before any update: phi <- theta, zero slow moments."""
+        self.phi = [p.detach().clone() for p in self.params]
+        self.m_slow = [torch.zeros_like(p) for p in self.params]
+        if self.outer_momentum != 0:
+            self.outer = torch.optim.SGD(self.phi, lr=self.alpha, momentum=self.outer_momentum,
+                                         nesterov=self.outer_nesterov, foreach=False)
+
     def step(self, grads):
         if self.phi is None:  # first step: before any update (inner levels init below, still before it)
-            self.phi = [p.detach().clone() for p in self.params]
-            self.m_slow = [torch.zeros_like(p) for p in self.params]
+            self.init_slow()
         self.synced = False
         if not self.inner.step(grads):  # inner syncs (if any) happen inside, before ours
             return False
@@ -171,11 +183,23 @@ class Lookahead:
         self.synced = True
         return True
 
-    def sync(self):
+    def sync(self, x=None, m_mean=None):
+        """The level's sync. x: theta - phi per tensor, None for this worker's own;
+        the distributed simulation (make_distributed_golden.py) passes the group
+        mean of theta - phi, and of the first moments (m_mean) for pullback."""
         a = self.alpha
         with torch.no_grad():
+            if self.outer is None:
+                for phi, p, xi in zip(self.phi, self.params, x or [None] * len(self.phi)):
+                    if xi is None:
+                        phi.copy_(phi + a * (p.data - phi))   # phi <- phi + alpha (theta - phi)
+                    else:
+                        phi.copy_(phi + a * xi)
+            else:                                     # outer SGD on phi, gradient phi - theta
+                for phi, p, xi in zip(self.phi, self.params, x or [None] * len(self.phi)):
+                    phi.grad = phi - p.data if xi is None else -xi
+                self.outer.step()
             for phi, p in zip(self.phi, self.params):
-                phi.copy_(phi + a * (p.data - phi))   # phi <- phi + alpha (theta - phi)
                 p.data.copy_(phi)                     # theta <- phi
             for lvl in self.lookaheads():            # inner levels' slow weights <- phi
                 for dst, src in zip(lvl.phi, self.phi):
@@ -187,8 +211,8 @@ class Lookahead:
                 for m in ms:
                     m.zero_()
             else:  # pullback
-                for m, m_s in zip(ms, self.m_slow):
-                    m_s.copy_(m_s + a * (m - m_s))    # m_s <- m_s + alpha (m - m_s)
+                for m, m_s, mm in zip(ms, self.m_slow, m_mean or ms):
+                    m_s.copy_(m_s + a * (mm - m_s))   # m_s <- m_s + alpha (m - m_s)
                     m.copy_(m_s)                       # m <- m_s
             for lvl in self.lookaheads():            # inner pullback levels restart from the new m
                 if lvl.policy == "pullback":
@@ -200,7 +224,8 @@ def build(kind, options, levels, params, make_base=None):
     """make_base(kind, options, params): the depth-0 optimizer, a Base (default: Base itself)."""
     opt = (make_base or Base)(kind, options, params)
     for lv in levels:  # innermost first
-        opt = Lookahead(opt, lv["k"], lv["alpha"], lv["momentum"])
+        opt = Lookahead(opt, lv["k"], lv["alpha"], lv["momentum"],
+                        lv.get("outer_momentum", 0.0), lv.get("outer_nesterov", False))
     return opt
 
 
@@ -254,8 +279,12 @@ def adam_opts(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=F
             "weight_decay": weight_decay, "amsgrad": amsgrad}
 
 
-def level(k, alpha, momentum="keep"):
-    return {"k": k, "alpha": alpha, "momentum": momentum}
+def level(k, alpha, momentum="keep", outer_momentum=0.0, outer_nesterov=False):
+    out = {"k": k, "alpha": alpha, "momentum": momentum}
+    if outer_momentum != 0:
+        out["outer_momentum"] = outer_momentum
+        out["outer_nesterov"] = outer_nesterov
+    return out
 
 
 def cases():
@@ -287,6 +316,24 @@ def cases():
     for pols in (("pullback", "reset", "pullback"), ("pullback", "pullback", "pullback")):
         out.append((f"nested3_adam_{'_'.join(pols)}", "adam", adam,
                     [level(2, 0.5, pols[0]), level(3, 0.6, pols[1]), level(2, 0.8, pols[2])]))
+    # Outer momentum (DiLoCo's outer step), heavy ball and Nesterov, depth 1 and nested.
+    adamw = adam_opts(1e-2, weight_decay=0.1)
+    out += [
+        ("outer_heavyball_adam", "adam", adam, [level(5, 0.5, outer_momentum=0.9)]),
+        ("outer_nesterov_adamw_diloco", "adamw", adamw, [level(5, 0.7, outer_momentum=0.9, outer_nesterov=True)]),
+        ("outer_nesterov_sgd_momentum_pullback", "sgd", sgd_m,
+         [level(4, 0.8, "pullback", outer_momentum=0.5, outer_nesterov=True)]),
+        ("nested2_outer_inner_heavyball_adam", "adam", adam,
+         [level(3, 0.5, "pullback", outer_momentum=0.7), level(2, 0.8, "keep")]),
+        ("nested2_outer_outer_nesterov_adam", "adam", adam,
+         [level(3, 0.5, "keep"), level(2, 0.8, "reset", outer_momentum=0.9, outer_nesterov=True)]),
+        ("nested2_outer_both_sgd_momentum", "sgd", sgd_m,
+         [level(3, 0.5, "reset", outer_momentum=0.6, outer_nesterov=True),
+          level(2, 0.9, "pullback", outer_momentum=0.8)]),
+        ("nested3_outer_mixed_adamw", "adamw", adamw,
+         [level(2, 0.5, "pullback", outer_momentum=0.9, outer_nesterov=True), level(3, 0.6, "keep"),
+          level(2, 1.0, "pullback", outer_momentum=0.5)]),
+    ]
     return out
 
 

@@ -74,6 +74,12 @@ Batcher::Batcher(const Dataset& data, const BatcherOptions& options) : data_(dat
   }
   // A padding wider than the image is pointless but harmless (some crops are all black);
   // the upper bound only keeps 2 * padding + 1 far from overflow.
+  if (options_.shards == 0 || options_.shard >= options_.shards || options_.shards > options_.batch_size) {
+    throw std::invalid_argument("Batcher: shard " + std::to_string(options_.shard) + " of " +
+                                std::to_string(options_.shards) + " with batch size " +
+                                std::to_string(options_.batch_size) +
+                                " (every worker needs at least one image of each batch)");
+  }
   if (options_.crop_padding < 0 || options_.crop_padding > 65536) {
     throw std::invalid_argument("Batcher: crop_padding " + std::to_string(options_.crop_padding) +
                                 " is out of range 0..65536");
@@ -87,6 +93,7 @@ Batcher::Batcher(const Dataset& data, const BatcherOptions& options) : data_(dat
 void Batcher::start_epoch(std::uint64_t epoch) {
   epoch_ = epoch;
   cursor_ = 0;
+  skip_ = 0;
   current_ = 0;
   batches_done_ = 0;
   std::iota(order_.begin(), order_.end(), std::size_t{0});
@@ -99,7 +106,8 @@ void Batcher::start_epoch(std::uint64_t epoch) {
 std::size_t Batcher::batches_per_epoch() const noexcept {
   const std::size_t n = data_.size();
   const std::size_t b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  const bool short_last = n % b != 0 && (options_.drop_last || n % b < options_.shards);
+  return short_last ? n / b : (n + b - 1) / b;
 }
 
 AugmentParams Batcher::augmentation(std::uint64_t epoch, std::size_t position) const noexcept {
@@ -120,13 +128,20 @@ AugmentParams Batcher::augmentation(std::uint64_t epoch, std::size_t position) c
 
 std::size_t Batcher::next() {
   const std::size_t n = data_.size();
+  cursor_ += skip_;  // the rest of the previous batch, the other workers' shards
+  skip_ = 0;
   const std::size_t remaining = n - cursor_;
-  std::size_t count = std::min(remaining, options_.batch_size);
-  if (count == 0 || (options_.drop_last && count < options_.batch_size)) {
+  const std::size_t global = std::min(remaining, options_.batch_size);
+  if (global == 0 || (options_.drop_last && global < options_.batch_size) || global < options_.shards) {
     current_ = 0;
     cursor_ = n;
     return 0;
   }
+  // This worker's part of the batch: positions [cursor_ + lo, cursor_ + hi).
+  const std::size_t lo = global * options_.shard / options_.shards;
+  const std::size_t hi = global * (options_.shard + 1) / options_.shards;
+  const std::size_t count = hi - lo;
+  cursor_ += lo;
   const std::size_t image_size = data_.image_size();
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t position = cursor_ + i;
@@ -139,6 +154,8 @@ std::size_t Batcher::next() {
   }
   cursor_ += count;
   current_ = count;
+  // indices() reads [cursor_ - current_, cursor_): keep it there until the next batch.
+  skip_ = global - hi;
   ++batches_done_;
   return count;
 }

@@ -42,6 +42,11 @@ struct BatcherOptions {
   // that keeps the dataset on its device and augments there from indices() and
   // augmentation() (the GPU trainer).
   bool fill_images = true;
+  // Distributed training: this worker's share (shard of shards) of every batch. Each
+  // batch of batch_size positions of the epoch's order is split into shards contiguous
+  // parts, the same permutation on every worker; a final batch with fewer images than
+  // shards is dropped on every worker.
+  std::size_t shards = 1, shard = 0;
 };
 
 // Hands out the batches of an epoch. All buffers are allocated (and touched) once in the
@@ -93,6 +98,7 @@ class Batcher {
   std::vector<std::int32_t> labels_;
   std::uint64_t epoch_ = 0;
   std::size_t cursor_ = 0;
+  std::size_t skip_ = 0;  // positions after this worker's shard of the current batch
   std::size_t current_ = 0;
   std::size_t batches_done_ = 0;
 };

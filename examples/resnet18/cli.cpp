@@ -28,6 +28,21 @@ constexpr const char* kFooter = R"(Optimizers:
   --pullback POLICY           what a level's sync does to the inner optimizer's first
                               moments (SGD's momentum buffer, Adam's m): none (keep them),
                               reset (zero them), pullback (interpolate them like the weights)
+  --outer-momentum MU [--outer-nesterov]   the outermost level's sync as SGD with momentum
+                              on the slow weights (DiLoCo: --optimizer lookahead --inner
+                              adamw --alpha 0.7 --outer-momentum 0.9 --outer-nesterov)
+
+Distributed (mpirun -np N resnet18_train ...): each worker trains on its shard of every
+batch (--batch-size is the global batch) and the optimizer's levels average over groups
+of workers, --groups G0,G1,...: one per level, level 0 (gradient averaging, as DDP) first,
+each 1 (the worker alone), all, node (this machine's workers) or a number g (blocks of g
+consecutive ranks). By default every level is alone but the outermost, which is all:
+  --optimizer adam --groups all                  DDP-style gradient averaging
+  --optimizer lookahead --groups 1,all           Lookahead over all workers
+  --optimizer nested --groups 1,2,all            inner level over pairs, outer over all
+  --optimizer lookahead --groups 2,all           gradient averaging in pairs, Lookahead across
+Worker 0 prints, writes --metrics and --checkpoint, and evaluates (at the outermost slow
+weights with --eval-slow); every worker resumes from the one checkpoint, in a job of any size.
 
 Checkpoints hold the model, the whole optimizer state and the trainer's position (epoch,
 step, batch within the epoch, running averages); batches depend only on (seed, epoch,
@@ -170,6 +185,23 @@ CLI::Validator checkpoint_file() {
 
 }  // namespace
 
+std::vector<std::string> parse_groups(const std::string& text, int depth) {
+  std::vector<std::string> out;
+  std::stringstream all(text);
+  for (std::string item; std::getline(all, item, ',');) {
+    bool number = !item.empty() && item.size() <= 9 &&
+                  std::all_of(item.begin(), item.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!(item == "all" || item == "node" || (number && std::stoi(item) >= 1)))
+      fail("--groups", "level " + std::to_string(out.size()) + ": '" + item +
+                           "' is not a group (expected 1, all, node or a number of consecutive workers)");
+    out.push_back(item);
+  }
+  if (static_cast<int>(out.size()) != depth + 1)
+    fail("--groups", std::to_string(out.size()) + " groups for " + std::to_string(depth + 1) +
+                         " levels (the base optimizer's, then each Lookahead level's, innermost first)");
+  return out;
+}
+
 nestla::Momentum parse_momentum_policy(const std::string& name) {
   if (name == "none" || name == "keep") return nestla::Momentum::keep;
   if (name == "reset") return nestla::Momentum::reset;
@@ -244,6 +276,15 @@ void add_options(CLI::App& app, CliConfig& c) {
       ->group(og);
   app.add_option("--pullback", c.pullback, "Momentum policy at every level's sync: none, reset or pullback")
       ->check(CLI::IsMember({"none", "keep", "reset", "pullback"}))
+      ->group(og);
+  app.add_option("--outer-momentum", c.outer_momentum,
+                 "Outermost level: momentum of its sync's SGD step on the slow weights (DiLoCo: 0.9)")
+      ->check(real_in(0, kInf))
+      ->group(og);
+  app.add_flag("--outer-nesterov", c.outer_nesterov, "Outermost level: Nesterov outer momentum (DiLoCo)")->group(og);
+  app.add_option("--groups", c.groups,
+                 "Distributed (mpirun): each level's group, level 0 first: 1, all, node or g (blocks of g ranks); "
+                 "default 1,...,1,all")
       ->group(og);
   app.add_option("--lr", c.lr, "Learning rate (the peak of a schedule)")->check(real_in(0, kInf))->group(og);
   app.add_option("--momentum", c.momentum, "SGD momentum")->check(real_in(0, 1, false, true))->group(og);
@@ -408,6 +449,15 @@ RunSetup finalize(const CLI::App& app, const CliConfig& c) {
       }
     }
   }
+  if (given("--outer-momentum") || c.outer_nesterov) {
+    if (!wrapped)
+      fail(given("--outer-momentum") ? "--outer-momentum" : "--outer-nesterov",
+           "applies to a Lookahead level (--optimizer lookahead or nested), not --optimizer " + c.optimizer);
+    if (c.outer_nesterov && !(c.outer_momentum > 0)) fail("--outer-nesterov", "needs --outer-momentum > 0");
+    spec.levels.back().outer_momentum = c.outer_momentum;
+    spec.levels.back().outer_nesterov = c.outer_nesterov;
+  }
+  if (given("--groups")) r.groups = parse_groups(c.groups, spec.depth());
   const bool sgd = spec.base == BaseKind::sgd;
   if (!sgd && given("--momentum"))
     fail("--momentum",
@@ -497,8 +547,14 @@ void complete_run_info(RunSetup& r, const Dataset& train_set, const Dataset& tes
   const CliConfig& c = r.cli;
   const OptimizerSpec& o = r.optimizer;
   json levels = json::array();
-  for (const LevelSpec& l : o.levels)
-    levels.push_back({{"k", l.k}, {"alpha", l.alpha}, {"momentum", nestla::to_string(l.momentum)}});
+  for (const LevelSpec& l : o.levels) {
+    json level = {{"k", l.k}, {"alpha", l.alpha}, {"momentum", nestla::to_string(l.momentum)}};
+    if (l.outer_momentum != 0) {
+      level["outer_momentum"] = l.outer_momentum;
+      level["outer_nesterov"] = l.outer_nesterov;
+    }
+    levels.push_back(level);
+  }
   json optimizer = {{"name", c.optimizer},
                     {"base", to_string(o.base)},
                     {"depth", o.depth()},

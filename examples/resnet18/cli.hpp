@@ -29,6 +29,9 @@ struct CliConfig {
   double h = 0.5;
   std::string levels;
   std::string pullback = "none";
+  double outer_momentum = 0;    // the outermost level's (DiLoCo)
+  bool outer_nesterov = false;
+  std::string groups;           // distributed: one group per level, level 0 first
   double lr = 1e-3;
   double momentum = 0.9;
   bool nesterov = false;
@@ -76,7 +79,16 @@ struct RunSetup {
   DatasetOptions train_data, test_data;
   ModelConfig model;  // width, stem, seed; channels, size and classes come from the data
   TrainerOptions trainer;  // run_info and signature are completed by complete_run_info()
+  // Distributed (mpirun): each level's group of workers, level 0 (gradient averaging)
+  // first: "1" (the worker alone), "all", "node" (the workers of this machine) or a
+  // number g (blocks of g consecutive ranks). Empty: the default layout, every level
+  // alone but the outermost, which is "all".
+  std::vector<std::string> groups;
 };
+
+// --groups "1,2,all" -> {"1", "2", "all"}, checked: each item 1, all, node or a positive
+// integer, depth + 1 of them. Throws CLI::ValidationError.
+std::vector<std::string> parse_groups(const std::string& text, int depth);
 
 // Declares every option on `app`, bound to `config`, with help text and per-value checks.
 void add_options(CLI::App& app, CliConfig& config);

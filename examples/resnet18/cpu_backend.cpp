@@ -36,6 +36,7 @@ CpuBackend::CpuBackend(const CpuBackendOptions& o)
       grads_(model_.gradients()),
       optimizer_(make_optimizer<EigenParams>(with_groups(o.optimizer, model_, o.no_decay_bn_bias))) {
   optimizer_->set_threads(static_cast<unsigned>(threads_));
+  optimizer_->set_groups(o.groups);
 }
 
 std::string CpuBackend::describe() const {
@@ -62,14 +63,19 @@ std::vector<std::pair<std::string, double>> CpuBackend::optimizer_metrics() cons
   const auto syncs = optimizer_->syncs();
   for (std::size_t i = 0; i < syncs.size(); ++i)
     out.emplace_back("syncs_level" + std::to_string(i + 1), static_cast<double>(syncs[i]));
+  if (const nestla::comm_stats c = optimizer_->comm_stats(); c.collectives > 0) {
+    out.emplace_back("collectives", static_cast<double>(c.collectives));
+    out.emplace_back("bytes_sent", static_cast<double>(c.bytes_sent));
+  }
   return out;
 }
 
 std::size_t CpuBackend::optimizer_state_bound() const {
   // nestla's format holds every tensor's elements once per state buffer: the base's (at
-  // most two moments) and, per Lookahead level, slow weights and slow momenta. The rest
-  // (names, options, counters, tensor sizes, group lists) is a few bytes per tensor.
-  const std::size_t buffers = 2 + 2 * static_cast<std::size_t>(optimizer_->depth());
+  // most two moments) and, per Lookahead level, slow weights, slow momenta and outer
+  // momentum. The rest (names, options, counters, tensor sizes, group lists) is a few
+  // bytes per tensor.
+  const std::size_t buffers = 2 + 3 * static_cast<std::size_t>(optimizer_->depth());
   return model_.num_parameters() * buffers * sizeof(float) + params_.size() * 64 + (std::size_t(64) << 10);
 }
 

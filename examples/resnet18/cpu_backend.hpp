@@ -17,6 +17,8 @@ struct CpuBackendOptions {
   OptimizerSpec optimizer;
   bool no_decay_bn_bias = false;  // batch-norm weights/biases and the fc bias in a group with weight_decay 0
   int threads = 0;                // OpenMP, Eigen and nestla threads; 0: OpenMP's default
+  // Distributed: each level's group of workers, level 0 first (AnyOptimizer::set_groups); empty: none.
+  std::vector<std::shared_ptr<nestla::worker_group>> groups;
 };
 
 class CpuBackend final : public TrainingBackend {

@@ -13,11 +13,13 @@
 #include "cpu_backend.hpp"
 #ifdef RESNET18_WITH_CUDA
 #include "cuda_backend.hpp"
+#include "nccl_groups.hpp"
 #endif
 #include "data.hpp"
 #include "resources.hpp"
 #include "trainer.hpp"
 #include "util.hpp"
+#include "workers.hpp"
 
 namespace {
 
@@ -30,18 +32,21 @@ constexpr int kExitRefused = 2;      // refused before training: nothing was wri
 constexpr int kExitInterrupted = 75;  // SIGINT/SIGTERM: stopped after a step and saved (sysexits' EX_TEMPFAIL)
 
 // The one place that knows the devices: a GPU backend adds its branch here.
-std::unique_ptr<TrainingBackend> make_backend(const RunSetup& setup, const ModelConfig& model) {
+std::unique_ptr<TrainingBackend> make_backend(const RunSetup& setup, const ModelConfig& model, const Workers& workers) {
   if (setup.cli.device == "cpu") {
     CpuBackendOptions o;
     o.model = model;
     o.optimizer = setup.optimizer;
     o.no_decay_bn_bias = setup.cli.no_decay_bn_bias;
     o.threads = setup.cli.threads;
+    o.groups = workers.host_groups(setup.groups, setup.optimizer.depth());
     return std::make_unique<CpuBackend>(o);
   }
 #ifdef RESNET18_WITH_CUDA
   if (setup.cli.device == "cuda") {
+    if (workers.size() > 1) select_cuda_device(workers.local_rank());
     CudaBackendOptions o;
+    o.groups = nccl_groups(workers, setup.groups, setup.optimizer.depth());
     o.model = model;
     o.optimizer = setup.optimizer;
     o.no_decay_bn_bias = setup.cli.no_decay_bn_bias;
@@ -85,7 +90,7 @@ Dataset load(const DatasetOptions& options, Split split) {
   return allocation_for(named, [&] { return load_dataset(options, split); });
 }
 
-int run(RunSetup& setup) {
+int run(RunSetup& setup, const Workers& workers) {
   const auto t0 = std::chrono::steady_clock::now();
   // Files first: a bad --checkpoint is reported now, not after the data and an epoch.
   for (const std::string& note : check_files(setup.trainer)) std::printf("%s\n", note.c_str());
@@ -109,7 +114,7 @@ int run(RunSetup& setup) {
   const auto backend = allocation_for("--width " + std::to_string(model.width), [&] {
     // Nothing is written yet: a device that cannot hold or run the model is a refusal too.
     try {
-      return make_backend(setup, model);
+      return make_backend(setup, model, workers);
     } catch (const RefusedError&) {
       throw;
     } catch (const std::bad_alloc&) {
@@ -123,8 +128,13 @@ int run(RunSetup& setup) {
   });
   const std::string description = backend->describe();
   std::printf("model: %s\n", description.c_str());
+  const std::vector<std::string> layout = Workers::layout(setup.groups, setup.optimizer.depth());
+  if (workers.size() > 1) std::printf("workers: %s\n", Workers::describe(layout, workers.size()).c_str());
   std::fflush(stdout);
   complete_run_info(setup, train_set, test_set, description);
+  setup.trainer.run_info["workers"] = workers.size();
+  if (workers.size() > 1) setup.trainer.run_info["groups"] = layout;
+  setup.trainer.workers = &workers;
 
   const TrainSummary s = train(*backend, train_set, test_set, setup.trainer, std::cout);
   if (s.interrupted) {
@@ -159,15 +169,40 @@ int run(RunSetup& setup) {
   return 0;
 }
 
+int worker_rank = 0, worker_count = 1;  // for messages
+
 int report(const char* kind, const char* what, int code) {
   std::fflush(stdout);
-  std::fprintf(stderr, "resnet18_train: %s: %s\n", kind, what);
+  if (worker_count > 1) std::fprintf(stderr, "resnet18_train (worker %d): %s: %s\n", worker_rank, kind, what);
+  else std::fprintf(stderr, "resnet18_train: %s: %s\n", kind, what);
   return code;
+}
+
+// Distributed: worker 0 speaks and writes files; the others train quietly (their errors
+// still reach stderr) and evaluate at the outermost slow weights as worker 0 does.
+void adapt_to_workers(RunSetup& setup, const Workers& workers) {
+  if (workers.size() <= 1) return;
+  if (setup.optimizer.depth() >= 1) setup.trainer.eval_slow = setup.cli.eval_slow = true;
+  if (workers.rank() == 0) return;
+  setup.trainer.metrics.clear();
+  setup.trainer.checkpoint.clear();
+  setup.trainer.checkpoint_every = 0;
+  setup.trainer.progress = TrainerOptions::Progress::none;
+  if (!std::freopen("/dev/null", "w", stdout)) std::fprintf(stderr, "resnet18_train (worker %d): cannot silence stdout\n",
+                                                           workers.rank());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::optional<Workers> workers;
+  try {
+    workers.emplace(&argc, &argv);
+  } catch (const RefusedError& e) {
+    return report("refused", e.what(), kExitRefused);
+  }
+  worker_rank = workers->rank();
+  worker_count = workers->size();
   CliConfig config;
   CLI::App app;
   add_options(app, config);
@@ -177,19 +212,26 @@ int main(int argc, char** argv) {
     setup = finalize(app, config);
   } catch (const CLI::ParseError& e) {
     // CLI11 prints the message (or the help); its own codes are 100 and up.
+    if (worker_rank != 0) return e.get_exit_code() == 0 ? 0 : kExitRefused;
     return app.exit(e) == 0 ? 0 : kExitRefused;
   }
+  adapt_to_workers(setup, *workers);
   const InterruptHandlers handlers;
   setup.trainer.interrupt = &InterruptHandlers::flag();
-  try {
-    return run(setup);
-  } catch (const RefusedError& e) {
-    return report("refused", (std::string(e.what()) + "; nothing was written").c_str(), kExitRefused);
-  } catch (const DataError& e) {
-    return report("refused", (std::string(e.what()) + "; nothing was written").c_str(), kExitRefused);
-  } catch (const std::bad_alloc&) {
-    return report("error", "out of memory (std::bad_alloc)", kExitFailed);
-  } catch (const std::exception& e) {
-    return report("error", e.what(), kExitFailed);
-  }
+  const int code = [&] {
+    try {
+      return run(setup, *workers);
+    } catch (const RefusedError& e) {
+      return report("refused", (std::string(e.what()) + "; nothing was written").c_str(), kExitRefused);
+    } catch (const DataError& e) {
+      return report("refused", (std::string(e.what()) + "; nothing was written").c_str(), kExitRefused);
+    } catch (const std::bad_alloc&) {
+      return report("error", "out of memory (std::bad_alloc)", kExitFailed);
+    } catch (const std::exception& e) {
+      return report("error", e.what(), kExitFailed);
+    }
+  }();
+  // A worker that fails alone would leave the others waiting in a collective: end them all.
+  if (code != 0 && code != kExitInterrupted) workers->abort(code);
+  return code;
 }

@@ -9,6 +9,7 @@
 // nestla backend are template parameters: the CPU trainer uses Eigen maps over the
 // model's storage and nestla::host; a GPU model plugs in its own set and backend.
 
+#include <algorithm>
 #include <cstdint>
 #include <istream>
 #include <memory>
@@ -33,6 +34,8 @@ struct LevelSpec {
   int k = 5;
   double alpha = 0.5;
   nestla::Momentum momentum = nestla::Momentum::keep;
+  double outer_momentum = 0;    // the sync's momentum (DiLoCo's outer Nesterov SGD: 0.9)
+  bool outer_nesterov = false;
 };
 
 // Depths the factory compiles. nestla itself nests deeper; every extra depth is three
@@ -72,6 +75,12 @@ class AnyOptimizer {
   // nestla's checkpoint of the whole nested state (format, checksum and checks are nestla's).
   virtual void save(std::ostream& out) const = 0;
   virtual void load(std::istream& in) = 0;
+
+  // Distributed training: the group of workers of every level, level 0 (the base:
+  // gradient averaging) first, depth() + 1 of them; a null entry is the worker alone.
+  virtual void set_groups(const std::vector<std::shared_ptr<nestla::worker_group>>& groups) = 0;
+  // What this worker's collectives moved so far, summed over its distinct groups.
+  [[nodiscard]] virtual nestla::comm_stats comm_stats() const = 0;
 
   // Exchanges the parameters with the outermost Lookahead level's slow weights: once to
   // evaluate there, once more to return. Needs depth >= 1 and at least one step.
@@ -122,8 +131,9 @@ std::string describe_levels(const Opt& o) {
   } else {
     const auto& p = o.options();
     std::ostringstream s;
-    s << "Lookahead(k=" << p.k << ", alpha=" << p.alpha << ", momentum=" << nestla::to_string(p.momentum) << ") o "
-      << describe_levels(o.inner());
+    s << "Lookahead(k=" << p.k << ", alpha=" << p.alpha << ", momentum=" << nestla::to_string(p.momentum);
+    if (p.outer_momentum != 0) s << ", outer_momentum=" << p.outer_momentum << (p.outer_nesterov ? " nesterov" : "");
+    s << ") o " << describe_levels(o.inner());
     return s.str();
   }
 }
@@ -151,6 +161,31 @@ class OptimizerModel final : public AnyOptimizer<Params> {
   }
   void save(std::ostream& out) const override { opt_.save(out); }
   void load(std::istream& in) override { opt_.load(in); }
+  void set_groups(const std::vector<std::shared_ptr<nestla::worker_group>>& groups) override {
+    if (!groups.empty() && groups.size() != static_cast<std::size_t>(Opt::depth + 1))
+      throw std::invalid_argument("set_groups: " + std::to_string(groups.size()) + " groups for " +
+                                  std::to_string(Opt::depth + 1) + " levels (base and Lookahead levels)");
+    auto at = [&](std::size_t l) { return groups.empty() ? nullptr : groups[l]; };
+    opt_.base().set_group(at(0));
+    if constexpr (Opt::depth >= 1) {
+      std::size_t l = 1;
+      opt_.for_each_level([&](auto& level) { level.set_group(at(l++)); });
+    }
+  }
+  nestla::comm_stats comm_stats() const override {
+    std::vector<const nestla::worker_group*> seen;
+    nestla::comm_stats sum;
+    auto add = [&](const std::shared_ptr<nestla::worker_group>& g) {
+      if (!g || std::find(seen.begin(), seen.end(), g.get()) != seen.end()) return;
+      seen.push_back(g.get());
+      sum.collectives += g->stats().collectives;
+      sum.bytes += g->stats().bytes;
+      sum.bytes_sent += g->stats().bytes_sent;
+    };
+    add(opt_.base().group());
+    if constexpr (Opt::depth >= 1) opt_.for_each_level([&](const auto& level) { add(level.group()); });
+    return sum;
+  }
   void swap_slow(Params& params) override {
     if constexpr (Opt::depth >= 1) opt_.swap_slow_weights(params);
     else throw std::logic_error("swap_slow: " + Opt::type_name() + " has no slow weights (depth 0)");
@@ -175,7 +210,12 @@ template <class Params, class Base>
 std::unique_ptr<AnyOptimizer<Params>> wrap_levels(Base base, const OptimizerSpec& spec) {
   if (!spec.no_decay_tensors.empty()) base.add_param_group(spec.no_decay_tensors, {.weight_decay = 0.0});
   std::vector<nestla::LookaheadOptions> lv;
-  for (const LevelSpec& l : spec.levels) lv.push_back({.k = l.k, .alpha = l.alpha, .momentum = l.momentum});
+  for (const LevelSpec& l : spec.levels)
+    lv.push_back({.k = l.k,
+                  .alpha = l.alpha,
+                  .momentum = l.momentum,
+                  .outer_momentum = l.outer_momentum,
+                  .outer_nesterov = l.outer_nesterov});
   const std::span<const nestla::LookaheadOptions> levels(lv);
   auto make = [&]<int D>() -> std::unique_ptr<AnyOptimizer<Params>> {
     using Opt = nestla::nested_t<D, Base>;

@@ -428,6 +428,15 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   bo.crop_padding = o.augment ? 4 : 0;
   bo.horizontal_flip = o.augment;
   bo.fill_images = !backend.wants_batch_indices();
+  const WorkerComm* workers = o.workers && o.workers->size() > 1 ? o.workers : nullptr;
+  const bool lead = !workers || workers->rank() == 0;
+  if (workers) {
+    bo.shards = static_cast<std::size_t>(workers->size());
+    bo.shard = static_cast<std::size_t>(workers->rank());
+    if (o.batch_size < bo.shards)
+      throw RefusedError("--batch-size " + std::to_string(o.batch_size) + ": the global batch must give each of the " +
+                         std::to_string(bo.shards) + " workers at least one image");
+  }
   Batcher train_batches = allocation_for("--batch-size " + std::to_string(o.batch_size),
                                          [&] { return Batcher(train_set, bo); });
   BatcherOptions eo;
@@ -482,6 +491,14 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
 
   enum class Stop { none, max_steps, interrupt };
   Stop stop = Stop::none;
+  // Distributed: a worker stops only when all do (the others would wait in a collective).
+  enum : int { kInterrupted = 1, kDiverged = 2 };
+  auto agree = [&](int flags) { return workers ? workers->any(flags) : flags; };
+  int signal_seen = 0;  // the signal that stopped the run (another worker's: SIGINT)
+  auto note_interrupt = [&](int flags) {
+    if (flags & kInterrupted) signal_seen = is_set(o.interrupt) ? o.interrupt->load() : 2;
+    return (flags & kInterrupted) != 0;
+  };
   const int ew = static_cast<int>(std::to_string(o.epochs).size());
   // The learning rate of the last step taken, as an epoch's record reports it (a resume
   // at an epoch's end takes no step before that epoch's record).
@@ -489,7 +506,7 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   const bool limit_reached = o.max_steps > 0 && pos.step >= o.max_steps;
   while (pos.epoch < o.epochs && !limit_reached) {
     // Between epochs: the epoch's end was saved already, nothing more to write.
-    if (is_set(o.interrupt)) {
+    if (note_interrupt(agree(is_set(o.interrupt) ? kInterrupted : 0))) {
       stop = Stop::interrupt;
       break;
     }
@@ -521,12 +538,14 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
       if (bar)
         bar->update(pos.batches_done, static_cast<std::size_t>(pos.images), pos.loss_sum / double(pos.images),
                     double(pos.correct) / double(pos.images));
-      if (!std::isfinite(r.loss)) throw std::runtime_error("training diverged: loss is " + std::to_string(r.loss) +
-                                                           " at step " + std::to_string(pos.step) +
-                                                           " (lower --lr?)");
+      const int flags = agree((is_set(o.interrupt) ? kInterrupted : 0) | (std::isfinite(r.loss) ? 0 : kDiverged));
+      if (flags & kDiverged)
+        throw std::runtime_error("training diverged: loss is " + std::to_string(r.loss) + " at step " +
+                                 std::to_string(pos.step) + (std::isfinite(r.loss) ? " on another worker" : "") +
+                                 " (lower --lr?)");
       // An interrupt stops after the step in progress, even the epoch's last: the position
       // then says "all batches done, not evaluated", and a resume evaluates.
-      if (is_set(o.interrupt)) {
+      if (note_interrupt(flags)) {
         stop = Stop::interrupt;
         break;
       }
@@ -544,13 +563,16 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
       break;
     }
 
+    // The epoch over every worker's shard.
+    double totals[4] = {pos.loss_sum, double(pos.correct), double(pos.images), double(images_this_run)};
+    if (workers) workers->sum(totals, 4);
     EpochMetrics m;
     m.epoch = pos.epoch + 1;
     m.step = pos.step;
-    m.train_loss = pos.images ? pos.loss_sum / double(pos.images) : 0.0;
-    m.train_acc = pos.images ? double(pos.correct) / double(pos.images) : 0.0;
+    m.train_loss = totals[2] > 0 ? totals[0] / totals[2] : 0.0;
+    m.train_acc = totals[2] > 0 ? totals[1] / totals[2] : 0.0;
     m.lr = lr;
-    m.images_per_s = train_seconds > 0 ? double(images_this_run) / train_seconds : 0.0;
+    m.images_per_s = train_seconds > 0 ? totals[3] / train_seconds : 0.0;
     const bool slow = o.eval_slow && backend.has_slow_weights();
     std::optional<ProgressBar> eval_bar;
     if (bar) bar->finish();
@@ -559,25 +581,32 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
                        bar_opts);
     if (test_set.size() > 0) {
       std::optional<EvalResult> ev;
-      try {
-        ev = evaluate(backend, test_batches, slow, eval_bar ? &*eval_bar : nullptr, o.interrupt);
-      } catch (const std::bad_alloc&) {
-        out_of_memory(true);
+      if (lead) {
+        try {
+          ev = evaluate(backend, test_batches, slow, eval_bar ? &*eval_bar : nullptr, o.interrupt);
+        } catch (const std::bad_alloc&) {
+          out_of_memory(true);
+        }
       }
-      if (!ev) {  // interrupted: the position is "trained, not evaluated"
+      // The other workers wait here for worker 0's evaluation, and stop with it.
+      bool interrupted = lead && !ev;
+      if (workers) interrupted = note_interrupt(agree(interrupted ? kInterrupted : 0));
+      if (interrupted) {  // the position is "trained, not evaluated"
         if (eval_bar) eval_bar->finish("interrupted");
         stop = Stop::interrupt;
         save();
         break;
       }
       if (eval_bar) eval_bar->finish();
-      m.test_loss = ev->loss;
-      m.test_acc = ev->acc;
-      pos.final_test_acc = ev->acc;
-      pos.final_test_loss = ev->loss;
-      if (!pos.best_test_acc || ev->acc > *pos.best_test_acc) {
-        pos.best_test_acc = ev->acc;
-        pos.best_epoch = m.epoch;
+      if (lead) {
+        m.test_loss = ev->loss;
+        m.test_acc = ev->acc;
+        pos.final_test_acc = ev->acc;
+        pos.final_test_loss = ev->loss;
+        if (!pos.best_test_acc || ev->acc > *pos.best_test_acc) {
+          pos.best_test_acc = ev->acc;
+          pos.best_epoch = m.epoch;
+        }
       }
     }
     m.seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
@@ -606,7 +635,7 @@ TrainSummary train(TrainingBackend& backend, const Dataset& train_set, const Dat
   }
 
   if (stop != Stop::none) summary.stopped_early = true;
-  if (stop == Stop::interrupt) summary.interrupted = o.interrupt->load();
+  if (stop == Stop::interrupt) summary.interrupted = signal_seen ? signal_seen : o.interrupt->load();
   summary.epochs_done = pos.epoch;
   summary.steps = pos.step;
   summary.batches_done = pos.batches_done;

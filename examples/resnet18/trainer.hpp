@@ -79,6 +79,20 @@ class TrainingBackend {
   virtual void print_profile(std::ostream& out) const { (void)out; }
 };
 
+// The workers of a distributed run, as the loop needs them (MPI stays in workers.cpp).
+// Every worker runs the same loop on its shard of each batch; the optimizer's groups do
+// the averaging. The loop itself only agrees on when to stop and adds up what it reports.
+class WorkerComm {
+ public:
+  virtual ~WorkerComm() = default;
+  [[nodiscard]] virtual int rank() const = 0;
+  [[nodiscard]] virtual int size() const = 0;
+  // Bitwise OR of every worker's flags (one small collective).
+  [[nodiscard]] virtual int any(int flags) const = 0;
+  // In place: values[i] <- the sum over the workers.
+  virtual void sum(double* values, int n) const = 0;
+};
+
 enum class Schedule { none, cosine, step };
 
 struct ScheduleOptions {
@@ -114,6 +128,13 @@ struct TrainerOptions {
   // Set (to a signal number) by InterruptHandlers: the loop stops after its current step,
   // or in the middle of an evaluation, saves the checkpoint and returns. Null: never.
   const std::atomic<int>* interrupt = nullptr;
+
+  // Distributed: the workers (null: this process alone). Each takes its shard of every
+  // batch (batch_size is the global batch); they stop together (interrupts, divergence);
+  // the epoch's training loss and accuracy are over all workers; only worker 0
+  // evaluates (the outermost slow weights, or theta, agree across workers after a sync).
+  // The caller gives the other workers no metrics, checkpoint or progress.
+  const WorkerComm* workers = nullptr;
 
   // Everything about the run, written as the metrics file's first record.
   nlohmann::json run_info = nlohmann::json::object();

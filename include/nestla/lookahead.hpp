@@ -2,12 +2,16 @@
 //
 // Every k-th cycle of the inner optimizer:  phi <- phi + alpha (theta - phi);  theta <- phi;
 // every Lookahead inside sets its slow weights to phi; then the momentum policy acts.
+// With outer momentum mu (DiLoCo, Douillard et al. 2023), the sync is an SGD step with
+// momentum on phi:  Delta = phi - theta;  u <- Delta (first sync) or mu u + Delta;
+// phi <- phi - alpha (Delta + mu u) (Nesterov) or phi - alpha u.
 // The sync is fused into the pass of the step that completes the cycle.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -23,6 +27,8 @@ struct LookaheadOptions {
   int k = 5;                            // sync after every k-th cycle of the inner optimizer
   double alpha = 0.5;                   // slow weights step size, in [0, 1]
   Momentum momentum = Momentum::keep;   // what the sync does to the first moments
+  double outer_momentum = 0;            // momentum of the sync's SGD step on phi (DiLoCo: 0.9), >= 0
+  bool outer_nesterov = false;          // Nesterov outer momentum (DiLoCo); needs outer_momentum > 0
 };
 
 namespace detail {
@@ -31,6 +37,11 @@ inline const LookaheadOptions& validate(const LookaheadOptions& o) {
   check_option(o.alpha >= 0 && o.alpha <= 1, "Lookahead", "alpha", o.alpha, "must be in [0, 1]");
   const auto m = static_cast<unsigned>(o.momentum);
   check_option(m <= 2, "Lookahead", "momentum", m, "must be keep, reset or pullback");
+  check_option(o.outer_momentum >= 0 && std::isfinite(o.outer_momentum), "Lookahead", "outer_momentum",
+               o.outer_momentum, "must be finite and >= 0");
+  if (o.outer_nesterov)
+    check_option(o.outer_momentum > 0, "Lookahead", "outer_momentum", o.outer_momentum,
+                 "outer_nesterov needs outer_momentum > 0");
   return o;
 }
 }  // namespace detail
@@ -79,11 +90,21 @@ class Lookahead {
 
   const LookaheadOptions& options() const noexcept { return opts_; }
   // Takes effect from the next step. A level switched to pullback starts its
-  // slow momenta at zero.
+  // slow momenta at zero; one given outer momentum starts u at zero, and its
+  // next sync sets u <- Delta (as torch.optim.SGD's first step).
   void set_options(const LookaheadOptions& o) {
     detail::validate(o);
     check_pullback(o, "set_options");
-    if (o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized()) slow_m_ = buffer(slow_.size());
+    buffer slow_m, u;
+    const bool need_m = o.momentum == Momentum::pullback && slow_m_.empty() && base().initialized();
+    const bool need_u = o.outer_momentum != 0 && u_.empty() && base().initialized();
+    if (need_m) slow_m = buffer(slow_.size());
+    if (need_u) u = buffer(slow_.size());
+    if (need_m) slow_m_ = std::move(slow_m);
+    if (need_u) {
+      u_ = std::move(u);
+      outer_started_ = false;
+    }
     opts_ = o;
     // A smaller k: the next inner cycle syncs, as it would with the count
     // unclamped, and cycles_since_sync() < k holds (checkpoints rely on it).
@@ -95,12 +116,24 @@ class Lookahead {
     set_options(o);
   }
 
+  // This level's group of workers (docs/semantics.md, "Distributed
+  // Lookahead"): with several, a sync averages theta - phi (and, for pullback,
+  // the first moments) over it and applies the sync to the mean. Null: this
+  // worker alone. Groups nest outward; they are checked on the next step.
+  void set_group(std::shared_ptr<worker_group> g) {
+    detail::check_group_for<T, backend_type>(g, "set_group");
+    group_ = std::move(g);
+  }
+  const std::shared_ptr<worker_group>& group() const noexcept { return group_; }
+
   // Syncs of this level so far, and inner cycles since its last sync.
   std::uint64_t syncs() const noexcept { return syncs_; }
   std::uint64_t cycles_since_sync() const noexcept { return cycles_; }
   // This level's slow weights (flat, laid out as base().layout()).
   const buffer& slow_weights() const noexcept { return slow_; }
   const buffer& slow_momentum() const noexcept { return slow_m_; }
+  // The outer momentum buffer u (empty until outer momentum is used).
+  const buffer& outer_momentum_buffer() const noexcept { return u_; }
 
   // Exchanges the parameters with this level's slow weights: call once to
   // evaluate at the slow weights, once more to return. No step is allowed in
@@ -124,6 +157,11 @@ class Lookahead {
   // Calls f(level) on every Lookahead level, innermost first, this one last.
   template <class F>
   void for_each_level(F&& f) {
+    if constexpr (requires { inner_.for_each_level(f); }) inner_.for_each_level(f);
+    f(*this);
+  }
+  template <class F>
+  void for_each_level(F&& f) const {
     if constexpr (requires { inner_.for_each_level(f); }) inner_.for_each_level(f);
     f(*this);
   }
@@ -152,7 +190,15 @@ class Lookahead {
     pending_sync_ = inner_done && cycles_ + 1 >= static_cast<std::uint64_t>(opts_.k);
     if (pending_sync_) {
       const bool pull = opts_.momentum == Momentum::pullback;  // check_levels: the base has a first moment
-      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(), pull ? slow_m_.data() : nullptr, T(opts_.alpha), opts_.momentum};
+      const bool outer = opts_.outer_momentum != 0;
+      plan.sync[plan.nsync++] = SyncLevel<T>{slow_.data(),
+                                             pull ? slow_m_.data() : nullptr,
+                                             T(opts_.alpha),
+                                             opts_.momentum,
+                                             outer ? u_.data() : nullptr,
+                                             T(opts_.outer_momentum),
+                                             opts_.outer_nesterov,
+                                             outer && !outer_started_};
     }
     return pending_sync_;
   }
@@ -166,16 +212,19 @@ class Lookahead {
     if (pending_sync_) {
       cycles_ = 0;
       ++syncs_;
+      if (opts_.outer_momentum != 0) outer_started_ = true;
     } else {
       ++cycles_;
     }
   }
   void initialize_state(const Layout& l) {
-    buffer slow(l.total), slow_m;
+    buffer slow(l.total), slow_m, u;
     if (opts_.momentum == Momentum::pullback) slow_m = buffer(l.total);
+    if (opts_.outer_momentum != 0) u = buffer(l.total);
     inner_.initialize_state(l);
     slow_ = std::move(slow);
     slow_m_ = std::move(slow_m);
+    u_ = std::move(u);
   }
   void write_state(detail::checkpoint_writer& w) const {
     w.put<std::int64_t>(opts_.k);
@@ -189,6 +238,12 @@ class Lookahead {
       w.put<std::uint8_t>(!slow_m_.empty());
       if (!slow_m_.empty()) detail::write_state_buffer<backend_type>(w, slow_m_, base().layout());
     }
+    // Since format version 3: outer momentum.
+    w.put<double>(opts_.outer_momentum);
+    w.put<std::uint8_t>(opts_.outer_nesterov);
+    w.put<std::uint8_t>(outer_started_);
+    w.put<std::uint8_t>(!u_.empty());
+    if (!u_.empty()) detail::write_state_buffer<backend_type>(w, u_, base().layout());
     inner_.write_state(w);
   }
   void read_state(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
@@ -214,6 +269,8 @@ class Lookahead {
     if (swapped_ && !l) r.error("field 'Lookahead swapped' is set in a checkpoint taken before the first step");
     slow_ = {};
     slow_m_ = {};
+    u_ = {};
+    outer_started_ = false;
     if (l) {
       slow_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead slow weights");
       // Slow momenta exist for a pullback level (set_options adds them, never
@@ -225,6 +282,7 @@ class Lookahead {
         r.error("pullback level without slow momenta");
       }
     }
+    if (r.version() >= 3) read_outer_momentum(r, l);
     inner_.read_state(r, l);
     try {
       check_pullback(opts_, "load");
@@ -259,6 +317,25 @@ class Lookahead {
                              " exceed the ", inner_done, " cycles the inner level completed"));
   }
 
+  void read_outer_momentum(detail::checkpoint_reader& r, const std::optional<Layout>& l) {
+    opts_.outer_momentum = r.get<double>("Lookahead outer_momentum");
+    opts_.outer_nesterov = r.get_flag("Lookahead outer_nesterov");
+    try {
+      detail::validate(opts_);
+    } catch (const invalid_option& e) {
+      r.error(e.what());
+    }
+    outer_started_ = r.get_flag("Lookahead outer momentum started");
+    // Like the slow momenta: over tensors with no elements the buffer is empty, saved as absent.
+    if (r.get_flag("Lookahead has outer momentum buffer")) {
+      if (!l) r.error("outer momentum buffer present in a checkpoint taken before the first step");
+      if (l->total == 0) r.error("field 'Lookahead has outer momentum buffer' is set, but the tensors hold no elements");
+      u_ = detail::read_state_buffer<backend_type, T>(r, *l, "Lookahead outer momentum buffer");
+    } else if (l && opts_.outer_momentum != 0 && l->total != 0) {
+      r.error("Lookahead outer momentum buffer missing");
+    }
+  }
+
   template <class P>
   std::span<const TensorRef<T>> bind_for_slow(P& params, const char* who) {
     if (!base().initialized())
@@ -268,9 +345,11 @@ class Lookahead {
   }
   Inner inner_;
   LookaheadOptions opts_;
-  buffer slow_, slow_m_;
+  buffer slow_, slow_m_, u_;
   std::uint64_t cycles_ = 0, syncs_ = 0;
   bool swapped_ = false;
+  bool outer_started_ = false;  // u holds momentum (torch: state has 'momentum_buffer')
+  std::shared_ptr<worker_group> group_;
   bool pending_inner_ = false, pending_sync_ = false;  // scratch between plan_step and commit_step
 };
 

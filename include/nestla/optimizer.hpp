@@ -9,6 +9,7 @@
 #include <cstring>
 #include <istream>
 #include <limits>
+#include <memory>
 #include <new>
 #include <optional>
 #include <ostream>
@@ -23,7 +24,9 @@
 #include "nestla/clip.hpp"
 #include "nestla/detail/checked.hpp"
 #include "nestla/detail/checkpoint_io.hpp"
+#include "nestla/detail/distributed.hpp"
 #include "nestla/error.hpp"
+#include "nestla/group.hpp"
 #include "nestla/parameter_set.hpp"
 #include "nestla/rule.hpp"
 #include "nestla/step_plan.hpp"
@@ -55,8 +58,11 @@ inline void validate_group(const GroupOptions& g, const char* who) {
 }
 
 inline constexpr char checkpoint_magic[8] = {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'};
-// Version 3 added the base optimizer's gradient clipping.
+// Version 2: base optimizers as update rules. Version 3 added the base
+// optimizer's gradient clipping and each Lookahead level's outer momentum;
+// version 2 files load without either.
 inline constexpr std::uint32_t checkpoint_version = 3;
+inline constexpr std::uint32_t oldest_checkpoint_version = 2;
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
 
 // nvcc's device pass compiles every __host__ __device__ instantiation it
@@ -507,6 +513,16 @@ class BaseOptimizer {
     detail::load_checkpoint(*this, is, max_bytes);
   }
 
+  // --- distributed training (docs/semantics.md, "Distributed Lookahead") -----
+  // Level 0's group: with several workers, the gradients are averaged over it
+  // before every update (synchronous data parallel). Null: this worker alone.
+  // Checked on the next step, with every level's group.
+  void set_group(std::shared_ptr<worker_group> g) {
+    detail::check_group_for<T, Backend>(g, "set_group");
+    group_ = std::move(g);
+  }
+  const std::shared_ptr<worker_group>& group() const noexcept { return group_; }
+
   // --- protocol between the levels of a nested optimizer (not for users) ----
   // The rule's host part of this step: one update functor per parameter
   // group and the scalars after advance. Runs before anything changes, so a
@@ -554,6 +570,21 @@ class BaseOptimizer {
   template <class P, class G>
   void bind(P& params, G& grads);
   std::span<const TensorRef<T>> views() const noexcept { return views_; }
+  // Distributed steps: the bound gradients are read from flat (laid out as
+  // the state) instead, and the scratch the distributed step keeps.
+  // The gradients of this step are in `flat`, summed over `workers` workers
+  // (the update pass divides; clipping's norm is the mean's).
+  void use_flat_grads(const T* flat, std::size_t workers) {
+    for (auto& v : views_) v.grad = flat + v.offset;
+    grad_workers_ = workers;
+  }
+  detail::distributed_scratch<T, Backend>& distributed_scratch() noexcept { return dist_; }
+  // This step's first-moment buffer (after plan_step), for passes without the
+  // update; null when the step keeps none.
+  T* first_moment_data() noexcept {
+    if constexpr (Rule::first_moment < 0) return nullptr;
+    else return ((pending_mask_ >> Rule::first_moment) & 1u) ? states_[Rule::first_moment].data() : nullptr;
+  }
   Layout pending_layout() const {
     std::vector<std::size_t> sizes;
     sizes.reserve(views_.size());
@@ -563,18 +594,20 @@ class BaseOptimizer {
   // The gradients' pre-pass, before anything changes: the non-finite guard
   // and clipping's norm. Returns false when the guard skips the step.
   //
-  // Distributed training: clipping must see the gradients the update will
-  // use. When they are averaged over workers, the averaging has to be done
-  // before this runs (the bound gradients are then the mean), or the norm
-  // pass has to apply the update pass's division to each element.
+  // Distributed training: with gradient averaging the bound gradients are
+  // sums (use_flat_grads), and clipping by norm uses the mean's norm, the
+  // sums' divided by the number of workers; value clipping clamps the mean,
+  // as the update pass divides before the clipping functor.
   bool note_guard() {
+    const std::size_t workers = std::exchange(grad_workers_, 1);
     last_skipped_ = false;
     clip_pass_ = clip_pass::none;
     bool finite_known = false;
     if (clip_.mode == GradClip::Mode::norm) {
       const ClipGradNorm& c = clip_.norm;
       const auto r = Backend::template grad_norm<T>(ctx_, std::span<const TensorRef<T>>(views_),
-                                                   detail::norm_spec::of(c.norm_type), static_cast<T>(c.max_norm),
+                                                   with_divisor(detail::norm_spec::of(c.norm_type), workers),
+                                                   static_cast<T>(c.max_norm),
                                                    guard_ || c.error_if_nonfinite);
       last_norm_ = r.on_host ? static_cast<double>(r.norm) : std::numeric_limits<double>::quiet_NaN();
       last_norm_on_device_ = !r.on_host;
@@ -638,7 +671,9 @@ class BaseOptimizer {
       initialized_ = false;
     }
     read_own(r);
-    read_clip(r);
+    // Version 2 predates clipping: such a file's optimizer did not clip.
+    if (r.version() >= 3) read_clip(r);
+    else clip_ = {};
   }
 
  private:
@@ -773,6 +808,11 @@ class BaseOptimizer {
     return false;
   }
 
+  static detail::norm_spec with_divisor(detail::norm_spec s, std::size_t workers) {
+    s.divisor = static_cast<double>(workers);
+    return s;
+  }
+
   // Clipping: its mode, then max_norm, norm_type, error_if_nonfinite and
   // clip_value, with zeros in the fields the mode does not use.
   void write_clip(detail::checkpoint_writer& w) const {
@@ -840,6 +880,7 @@ class BaseOptimizer {
   bool guard_ = false, last_skipped_ = false;
   std::uint64_t skipped_ = 0;
   GradClip clip_;
+  std::size_t grad_workers_ = 1;  // set by use_flat_grads for the next note_guard
   double last_norm_ = std::numeric_limits<double>::quiet_NaN();
   bool last_norm_on_device_ = false;
   // Scratch between note_guard and execute: how this step's pass clips.
@@ -851,6 +892,8 @@ class BaseOptimizer {
   std::vector<prepared_type> prepared_;  // per group + 1 (index 0: tensors in no group)
   unsigned pending_mask_ = 0;
   scalars_type pending_scalars_{};
+  std::shared_ptr<worker_group> group_;
+  detail::distributed_scratch<T, Backend> dist_;
 };
 
 namespace detail {
@@ -869,9 +912,12 @@ constexpr void check_set_type() {
 
 // The one step driver for every optimizer, base or nested: bind and check the
 // sets, apply the guard, create the state on the first step, plan which levels
-// sync, run one fused pass, then advance the counters.
+// sync, run one fused pass, then advance the counters. A step with a level
+// whose group communicates goes to the distributed driver
+// (detail/distributed.hpp) instead.
 template <class Top, class P, class G>
 bool run_step(Top& top, P& params, G& grads) {
+  if (const level_groups lg = groups_of(top); lg.any()) return run_distributed_step(top, params, grads, lg);
   auto& b = top.base();
   b.bind(params, grads);
   if (!b.note_guard()) return false;
@@ -915,8 +961,11 @@ std::optional<Layout> read_checkpoint_header(const Top& top, checkpoint_reader& 
   using T = typename Top::scalar_type;
   for (char c : checkpoint_magic)
     if (r.get<char>("magic") != c) r.error("not a nestla checkpoint (bad magic tag)");
-  if (auto v = r.get<std::uint32_t>("version"); v != checkpoint_version)
-    r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", checkpoint_version, ")"));
+  if (auto v = r.get<std::uint32_t>("version"); v < oldest_checkpoint_version || v > checkpoint_version)
+    r.error(concat("unsupported checkpoint format version ", v, " (this build reads ", oldest_checkpoint_version,
+                   " to ", checkpoint_version, ")"));
+  else
+    r.set_version(v);
   if (r.get<std::uint32_t>("byte order") != byte_order_mark) r.error("checkpoint written on a machine of other byte order");
   if (auto type = r.get_string("optimizer type"); type != Top::type_name())
     r.error(concat("checkpoint is for optimizer ", type, ", this optimizer is ", Top::type_name()));

@@ -66,15 +66,37 @@ struct TensorRef {
 };
 
 // One Lookahead level that syncs at this step. Pointers are the starts of the
-// level's flat buffers; slow_m is null unless the level keeps slow momenta.
+// level's flat buffers; slow_m is null unless the level keeps slow momenta, u
+// is null unless it has outer momentum.
 template <class T>
 struct SyncLevel {
   T* slow;
   T* slow_m;
   T alpha;
   Momentum policy;
+  // Outer momentum (DiLoCo's outer SGD on the pseudo-gradient phi - theta).
+  T* u = nullptr;
+  T outer_momentum = T(0);
+  bool outer_nesterov = false;
+  bool u_first = false;  // the level's first sync with momentum: u <- Delta
 };
 
+// A plan is what one pass over every element does:
+//
+//   [the base update, its gradient the group mean (sum / grad_group) when grad_group > 0
+//    | nothing, when update is false]
+//   then the syncs sync[first_sync .. nsync) in order,
+//        the one at index mean_level taking the group mean from sum (and sum_m)
+//   then, when pack is set, writes theta - pack_slow to pack (and m to pack_m).
+//
+// A single-process step is one pass: the update and every sync (mean_level
+// -1, no pack). A step with distributed levels runs one pass up to the first
+// distributed level that syncs, packs what it sends, and after each
+// collective one more pass that applies that level's mean and packs for the
+// next (include/nestla/detail/distributed.hpp). sync[0 .. first_sync) are the
+// levels already synced in an earlier pass of the step: they only receive the
+// slow weights (and slow momenta) of the levels outside them.
+//
 // Filled innermost level first. Levels that sync at a step always form a
 // prefix (a level syncs only right after its inner level completed a cycle),
 // so after level i, every level below it holds the same slow weights.
@@ -89,20 +111,49 @@ struct StepPlan {
   T* init[max_depth]{};
   int ninit = 0;
 
-  bool plain() const { return nsync == 0 && ninit == 0; }
+  // --- distributed passes (all unset in a single-process step) ---
+  bool update = true;          // this pass runs the base update
+  T grad_group = T(0);         // > 0: the gradients are sums over this many workers
+  int first_sync = 0;
+  int mean_level = -1;         // index into sync of the level whose mean this pass applies
+  const T* sum = nullptr;      // that level's group sum of theta - phi, flat
+  const T* sum_m = nullptr;    // and of the first moments (pullback), flat
+  T group = T(1);              // its group's size
+  T* pack = nullptr;           // where this pass writes theta - pack_slow, flat
+  T* pack_m = nullptr;         // and the first moments
+  const T* pack_slow = nullptr;
+
+  bool plain() const { return nsync == 0 && ninit == 0 && grad_group == T(0) && pack == nullptr; }
 };
 
-// Applies the syncs of a plan to element e of a tensor: p is the parameter
-// after the base update, m the first moment (null when the base optimizer
-// keeps none). V is a scalar or a SIMD batch; load/store are how the caller
-// reaches a slow buffer at this element.
+// Applies the syncs of a plan to element e of a tensor, then packs: p is the
+// parameter after the base update, m the first moment (null when the base
+// optimizer keeps none). V is a scalar or a SIMD batch; load/store are how the
+// caller reaches a flat buffer at this element.
+//
+// A level's sync, with x = theta - phi (or the group mean of it):
+//   no outer momentum:  phi <- phi + alpha x                (Lookahead; phi + alpha (theta - phi))
+//   outer momentum mu:  Delta = -x;  u <- Delta (first) or mu u + Delta;
+//                       d = Delta + mu u (Nesterov) or u;  phi <- phi - alpha d
+// as torch.optim.SGD(lr = alpha, momentum = mu, nesterov) on phi with gradient Delta.
 template <class V, class T, class Load, class Store>
 NESTLA_HOST_DEVICE inline void apply_syncs(const StepPlan<T>& plan, V& p, V* m, Load load, Store store) {
-  for (int i = 0; i < plan.nsync; ++i) {
+  for (int i = plan.first_sync; i < plan.nsync; ++i) {
     const SyncLevel<T>& L = plan.sync[i];
+    const bool mean = i == plan.mean_level;
     const V a(L.alpha);
     V s = load(L.slow);
-    s = s + a * (p - s);
+    if (!L.u) {
+      if (mean) s = s + a * (load(plan.sum) / V(plan.group));
+      else s = s + a * (p - s);
+    } else {
+      const V mu(L.outer_momentum);
+      const V delta = mean ? V(T(0)) - load(plan.sum) / V(plan.group) : s - p;
+      const V u = L.u_first ? delta : load(L.u) * mu + delta;
+      store(L.u, u);
+      const V d = L.outer_nesterov ? delta + mu * u : u;
+      s = s + V(-L.alpha) * d;
+    }
     store(L.slow, s);
     p = s;
     for (int l = 0; l < i; ++l) store(plan.sync[l].slow, s);
@@ -112,12 +163,16 @@ NESTLA_HOST_DEVICE inline void apply_syncs(const StepPlan<T>& plan, V& p, V* m, 
       nm = V(T(0));
     } else {
       V ms = load(L.slow_m);
-      nm = ms + a * (*m - ms);
+      nm = ms + a * ((mean ? load(plan.sum_m) / V(plan.group) : *m) - ms);
       store(L.slow_m, nm);
     }
     *m = nm;
     for (int l = 0; l < i; ++l)
       if (plan.sync[l].policy == Momentum::pullback) store(plan.sync[l].slow_m, nm);
+  }
+  if (plan.pack) {
+    store(plan.pack, p - load(plan.pack_slow));
+    if (plan.pack_m && m) store(plan.pack_m, *m);
   }
 }
 

@@ -148,6 +148,23 @@ struct emulated_device {
     });
   }
 
+  template <class T>
+  static void sync_pass(context& ctx, std::span<const nestla::TensorRef<T>> tensors, std::size_t flat_total, T* m,
+                        const nestla::StepPlan<T>& plan) {
+    if (tensors.empty() || flat_total == 0) return;
+    auto make = [](std::size_t) { return cd::no_op{}; };
+    const auto pk = cd::pack<T>(ctx.scratch, tensors, make);
+    const cd::sync_header<T> h{plan, m, flat_total, cd::chunk_elements<T>(ctx.vectors_per_thread),
+                               static_cast<std::uint32_t>(tensors.size()), pk.ops_at};
+    each_thread(ctx, flat_total, h.chunk, [&](const cd::thread_ix& ix) { cd::sync_body<T>(h, ctx.scratch.data(), ix); });
+  }
+
+  template <class T>
+  static void gather_grads(context&, std::span<const nestla::TensorRef<T>> tensors, T* flat) {
+    for (const auto& t : tensors)
+      if (t.size) std::memcpy(flat + t.offset, t.grad, t.size * sizeof(T));
+  }
+
  private:
   struct serial_block {
     template <class F>

@@ -4,6 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <nestla/cuda.hpp>
+#if defined(NESTLA_TEST_NCCL)
+#include <nestla/nccl.hpp>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -267,6 +270,17 @@ TEST_CASE("Adagrad, RMSprop, Adadelta and Rprop on the GPU match the host") {
   check_all_depths("RMSprop momentum centered", nestla::RMSprop<float>(m), nestla::RMSprop<float, Dev>(m));
 }
 // --- end of Adagrad, RMSprop, Adadelta, Rprop ------------------------------------
+
+
+TEST_CASE("outer momentum (heavy ball, Nesterov) on the GPU matches the host") {
+  const std::array<LookaheadOptions, 3> lv{
+      LookaheadOptions{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9},
+      LookaheadOptions{.k = 2, .alpha = 0.8, .momentum = Momentum::reset},
+      LookaheadOptions{.k = 2, .alpha = 1.0, .outer_momentum = 0.9, .outer_nesterov = true}};
+  const nestla::AdamWOptions w{.lr = 1e-2, .weight_decay = 0.1};
+  check_depth<1>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Dev>(w), lv, "outer", false);
+  check_depth<3>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Dev>(w), lv, "outer", true);
+}
 
 TEST_CASE("float64 on the GPU matches the host") {
   auto h = nestla::nested<2>(nestla::Adam<double>({.lr = 1e-2, .amsgrad = true}),
@@ -572,6 +586,42 @@ TEST_CASE("the ResNet-18 parameter set fits one launch with parameters inline") 
   CHECK(info.functors == 1);
   CHECK(info.blocks >= 1);
 }
+
+#if defined(NESTLA_TEST_NCCL)
+TEST_CASE("NCCL, one worker: the distributed step on the GPU gives the single-process bits") {
+  // A GPU holds one NCCL rank, so the group has one worker, told to communicate anyway:
+  // every pass of the distributed step and every NCCL call runs.
+  int dev = 0;
+  ok(cudaGetDevice(&dev));
+  ncclComm_t comm = nullptr;
+  REQUIRE(ncclCommInitAll(&comm, 1, &dev) == ncclSuccess);
+  {
+    auto g = nestla::nccl::group::create(comm, 0);
+    CHECK(g->size() == 1);
+    CHECK(g->members() == std::vector<std::int64_t>{0});
+    g->set_always_communicate(true);
+    const std::array<LookaheadOptions, 2> lv{
+        LookaheadOptions{.k = 2, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9},
+        LookaheadOptions{.k = 3, .alpha = 0.8, .momentum = Momentum::reset, .outer_momentum = 0.9, .outer_nesterov = true}};
+    auto plain = nestla::nested<2>(nestla::AdamW<float, Dev>({.lr = 1e-2}), std::span<const LookaheadOptions>(lv.data(), 2));
+    auto dist = plain;
+    dist.base().set_group(g);
+    dist.inner().set_group(g);
+    dist.set_group(g);
+    twin_set<float> a(mixed_sizes, 21), b(mixed_sizes, 21);
+    for (int s = 0; s < 30; ++s) {
+      a.make_grads(s);
+      b.make_grads(s);
+      REQUIRE(plain.step(a.dp, a.dg) == dist.step(b.dp, b.dg));
+    }
+    const auto c = compare(b.device_params(), a.device_params());
+    CHECK(c.identical);
+    CHECK(checkpoint(plain) == checkpoint(dist));
+    CHECK(g->stats().collectives > 30);
+  }
+  ncclCommDestroy(comm);
+}
+#endif
 
 int main(int argc, char** argv) {
   int count = 0;

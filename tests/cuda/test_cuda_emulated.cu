@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "../single_worker_group.hpp"
 #include "emulated_device.hpp"
 
 using nestla::LookaheadOptions;
@@ -199,6 +201,36 @@ TEST_CASE("emulated kernels: Adagrad, RMSprop, Adadelta and Rprop, bit for bit")
   check_all("RMSprop momentum centered", nestla::RMSprop<float>(mc), nestla::RMSprop<float, Emu>(mc));
 }
 // --- end of Adagrad, RMSprop, Adadelta, Rprop ------------------------------------
+
+TEST_CASE("emulated kernels: outer momentum (heavy ball and Nesterov) at depths 1 to 3, bit for bit") {
+  for (bool nesterov : {false, true}) {
+    const std::array<LookaheadOptions, 3> lv{
+        LookaheadOptions{.k = 3, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9, .outer_nesterov = nesterov},
+        LookaheadOptions{.k = 2, .alpha = 0.8, .momentum = Momentum::reset},
+        LookaheadOptions{.k = 2, .alpha = 1.0, .momentum = Momentum::pullback, .outer_momentum = 0.7, .outer_nesterov = !nesterov}};
+    const nestla::AdamWOptions w{.lr = 1e-2, .weight_decay = 0.1};
+    check_depth<1>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Emu>(w), lv, false);
+    check_depth<3>("AdamW outer", nestla::AdamW<float>(w), nestla::AdamW<float, Emu>(w), lv, true);
+    const nestla::SGDOptions m{.lr = 0.05, .momentum = 0.9};
+    check_depth<2>("SGD outer", nestla::SGD<float>(m), nestla::SGD<float, Emu>(m), lv, false);
+  }
+}
+
+TEST_CASE("emulated kernels: the distributed step's passes (gradient mean, pack, sync pass) give the host's bits") {
+  // One worker that always communicates: every pass of the distributed step runs, and must give the plain step's bits.
+  auto one = [] { return std::make_shared<nestla_test::single_worker_group>(); };
+  const std::array<LookaheadOptions, 3> lv{
+      LookaheadOptions{.k = 2, .alpha = 0.5, .momentum = Momentum::pullback, .outer_momentum = 0.9},
+      LookaheadOptions{.k = 2, .alpha = 0.8, .momentum = Momentum::reset},
+      LookaheadOptions{.k = 2, .alpha = 0.6, .momentum = Momentum::pullback, .outer_momentum = 0.5, .outer_nesterov = true}};
+  auto h = nestla::nested<3>(nestla::Adam<float>({.lr = 1e-2}), std::span<const LookaheadOptions>(lv.data(), 3));
+  auto e = nestla::nested<3>(nestla::Adam<float, Emu>({.lr = 1e-2}), std::span<const LookaheadOptions>(lv.data(), 3));
+  e.base().set_group(one());
+  e.inner().inner().set_group(one());
+  e.set_group(one());  // level 2 has none: its sync runs locally in level 1's sync pass
+  twin_set<float> set(sizes, 12, 1, 2);
+  run_and_compare(h, e, set, 24);
+}
 
 TEST_CASE("emulated kernels: misaligned pointers, every tier, odd chunking") {
   for (auto [ps, gs] : {std::pair<std::size_t, std::size_t>{1, 0}, {0, 3}, {2, 2}, {4, 8}}) {

@@ -110,6 +110,7 @@ struct CudaBackend::Impl {
       for (std::size_t i = 0; i < info.size(); ++i)
         if (info[i].no_weight_decay) spec.no_decay_tensors.push_back(i);
     optimizer = gpu::make_device_optimizer(spec);
+    optimizer->set_groups(o.groups);
     host_stats.grow(1);
     if (o.profile)
       for (auto& e : phase_events) e = std::make_unique<Event>(true);
@@ -319,7 +320,17 @@ std::vector<std::pair<std::string, double>> CudaBackend::optimizer_metrics() con
   const auto syncs = impl_->optimizer->syncs();
   for (std::size_t i = 0; i < syncs.size(); ++i)
     out.emplace_back("syncs_level" + std::to_string(i + 1), static_cast<double>(syncs[i]));
+  if (const nestla::comm_stats c = impl_->optimizer->comm_stats(); c.collectives > 0) {
+    out.emplace_back("collectives", static_cast<double>(c.collectives));
+    out.emplace_back("bytes_sent", static_cast<double>(c.bytes_sent));
+  }
   return out;
+}
+
+void select_cuda_device(int local_rank) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return;  // the backend reports the missing device
+  cudaSetDevice(local_rank % count);
 }
 
 void CudaBackend::save_model(std::ostream& out) const {

@@ -36,7 +36,13 @@ struct CudaBackendOptions {
   bool no_decay_bn_bias = false;  // batch-norm weights/biases and the fc bias in a group with weight_decay 0
   gpu::GpuModelOptions gpu;
   bool profile = false;  // time each phase with CUDA events (waits for the GPU after every step)
+  // Distributed: each level's group of workers (NCCL, device memory), level 0 first; empty: none.
+  std::vector<std::shared_ptr<nestla::worker_group>> groups;
 };
+
+// Distributed: the GPU of this worker, one per worker (its rank on the node, modulo the
+// node's GPU count), made current before anything else touches CUDA.
+void select_cuda_device(int local_rank);
 
 // Whether a CUDA device can be used; if not, why (the CUDA runtime's message and a hint).
 bool cuda_device_available(std::string* why = nullptr);

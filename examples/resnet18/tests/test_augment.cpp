@@ -268,3 +268,62 @@ TEST_CASE("the Batcher rejects bad configurations with the reason") {
   Dataset empty = tiny_dataset(0, 1, 2, 2);
   CHECK_THROWS_WITH_AS(Batcher(empty, o), "Batcher: dataset 'tiny' is empty", std::invalid_argument);
 }
+
+TEST_CASE("shards: each worker takes its contiguous part of every batch of the same epoch order") {
+  const Dataset d = tiny_dataset(23, 1, 4, 4);
+  BatcherOptions o;
+  o.batch_size = 8;  // batches of 8, 8 and 7; 3 workers take 2/3/3, 2/3/3 and 2/2/3
+  o.seed = 5;
+  Batcher whole(d, o);
+  whole.start_epoch(1);
+  std::vector<std::vector<std::size_t>> batches;
+  std::vector<std::vector<float>> images;
+  while (whole.next() > 0) {
+    batches.emplace_back(whole.indices().begin(), whole.indices().end());
+    images.emplace_back(whole.images().begin(), whole.images().end());
+  }
+  REQUIRE(batches.size() == 3);
+  for (std::size_t shards : {std::size_t(2), std::size_t(3)}) {
+    std::vector<std::vector<std::size_t>> joined(batches.size());
+    std::vector<std::vector<float>> joined_images(batches.size());
+    for (std::size_t w = 0; w < shards; ++w) {
+      o.shards = shards;
+      o.shard = w;
+      Batcher part(d, o);
+      CHECK(part.batches_per_epoch() == 3);
+      part.start_epoch(1);
+      std::size_t i = 0;
+      while (const std::size_t n = part.next()) {
+        REQUIRE(i < batches.size());
+        CHECK(n == batches[i].size() * (w + 1) / shards - batches[i].size() * w / shards);
+        joined[i].insert(joined[i].end(), part.indices().begin(), part.indices().end());
+        joined_images[i].insert(joined_images[i].end(), part.images().begin(), part.images().end());
+        ++i;
+      }
+      CHECK(i == batches.size());
+    }
+    CAPTURE(shards);
+    CHECK(joined == batches);  // the same images, with the same augmentation draws
+    CHECK(joined_images == images);
+  }
+}
+
+TEST_CASE("shards: a final batch smaller than the number of workers is dropped on every worker") {
+  const Dataset d = tiny_dataset(10, 1, 2, 2);
+  BatcherOptions o;
+  o.batch_size = 4;  // 4, 4, then 2: fewer than 3 workers
+  o.shards = 3;
+  for (std::size_t w = 0; w < 3; ++w) {
+    o.shard = w;
+    Batcher b(d, o);
+    CHECK(b.batches_per_epoch() == 2);
+    CHECK(b.next() > 0);
+    CHECK(b.next() > 0);
+    CHECK(b.next() == 0);
+  }
+  o.shard = 3;
+  CHECK_THROWS_AS(Batcher(d, o), std::invalid_argument);
+  o.shard = 0;
+  o.shards = 5;  // more workers than images in a batch
+  CHECK_THROWS_AS(Batcher(d, o), std::invalid_argument);
+}

@@ -293,3 +293,25 @@ TEST_CASE("cli: a device node, FIFO, socket or directory as --checkpoint, --metr
   CHECK((::stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode)));
   CHECK(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()) == 6);
 }
+
+TEST_CASE("cli: distributed layouts (--groups) and DiLoCo's outer momentum") {
+  const RunSetup ddp = parse_command_line({"--optimizer", "adam", "--groups", "all"});
+  CHECK(ddp.groups == std::vector<std::string>{"all"});
+  const RunSetup nested = parse_command_line({"--optimizer", "nested", "--groups", "1,2,all"});
+  CHECK(nested.groups == std::vector<std::string>{"1", "2", "all"});
+  CHECK(parse_command_line({"--optimizer", "nested"}).groups.empty());  // the default: 1,1,all
+  const RunSetup diloco = parse_command_line({"--optimizer", "lookahead", "--inner", "adamw", "--alpha", "0.7",
+                                              "--outer-momentum", "0.9", "--outer-nesterov"});
+  CHECK(diloco.optimizer.levels.back().outer_momentum == 0.9);
+  CHECK(diloco.optimizer.levels.back().outer_nesterov);
+  CHECK(make_optimizer<EigenParams>(diloco.optimizer)->describe().find("outer_momentum=0.9 nesterov") !=
+        std::string::npos);
+  CHECK(error_of({"--optimizer", "nested", "--groups", "1,all"}).find("2 groups for 3 levels") != std::string::npos);
+  CHECK(error_of({"--optimizer", "adam", "--groups", "0"}).find("level 0: '0' is not a group") != std::string::npos);
+  CHECK(error_of({"--optimizer", "lookahead", "--groups", "1,everyone"}).find("'everyone'") != std::string::npos);
+  CHECK(error_of({"--optimizer", "adam", "--outer-momentum", "0.9"}).find("applies to a Lookahead level") !=
+        std::string::npos);
+  CHECK(error_of({"--optimizer", "lookahead", "--outer-nesterov"}).find("needs --outer-momentum > 0") !=
+        std::string::npos);
+  CHECK(error_of({"--optimizer", "lookahead", "--outer-momentum", "-1"}).find("--outer-momentum") != std::string::npos);
+}

@@ -173,3 +173,14 @@ TEST_CASE("factory: bad values are nestla's errors, naming the option") {
   s = spec_for(BaseKind::adam, 4);
   CHECK_THROWS_WITH_AS(make_optimizer<EigenParams>(s), doctest::Contains("depth 4"), std::invalid_argument);
 }
+
+TEST_CASE("factory: groups per level, one per level or none") {
+  OptimizerSpec s;
+  s.levels = {{5, 0.5, nestla::Momentum::keep}, {2, 0.5, nestla::Momentum::keep, 0.9, true}};
+  auto opt = make_optimizer<EigenParams>(s);
+  CHECK(opt->describe().find("outer_momentum=0.9 nesterov") != std::string::npos);
+  CHECK_THROWS_AS(opt->set_groups({nullptr, nullptr}), std::invalid_argument);  // 2 for 3 levels
+  opt->set_groups({nullptr, nullptr, nullptr});
+  opt->set_groups({});
+  CHECK(opt->comm_stats().collectives == 0);
+}

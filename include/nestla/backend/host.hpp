@@ -305,9 +305,36 @@ struct host {
   template <class T, std::size_t S, class MakeOp>
   static void fused_step(context& ctx, std::span<const TensorRef<T>> tensors, std::size_t flat_total,
                          const std::array<T*, S>& state, int m_index, const StepPlan<T>& plan, MakeOp&& make_op) {
+    for_each_part<T>(ctx, tensors, flat_total, [&](std::size_t i, const TensorRef<T>& t, std::size_t from, std::size_t n) {
+      run_piece<T, S>(make_op(i), t, from, n, state, m_index, plan);
+    });
+  }
+
+  // A pass without the base update (plan.update is false): the plan's syncs
+  // and pack over every element. m is the first-moment buffer (null: none).
+  template <class T>
+  static void sync_pass(context& ctx, std::span<const TensorRef<T>> tensors, std::size_t flat_total, T* m,
+                        const StepPlan<T>& plan) {
+    for_each_part<T>(ctx, tensors, flat_total, [&](std::size_t, const TensorRef<T>& t, std::size_t from, std::size_t n) {
+      sync_piece(t.param + from, m, plan, t.offset + from, n);
+    });
+  }
+
+  // Copies every tensor's gradient to flat at its offset (the send buffer of
+  // gradient averaging).
+  template <class T>
+  static void gather_grads(context&, std::span<const TensorRef<T>> tensors, T* flat) {
+    for (const auto& t : tensors)
+      if (t.size) std::memcpy(flat + t.offset, t.grad, t.size * sizeof(T));
+  }
+
+ private:
+  // Splits the flat (padded) range over the worker threads on cache-line
+  // boundaries and calls f(i, tensor i, from, n) for each piece.
+  template <class T, class F>
+  static void for_each_part(context& ctx, std::span<const TensorRef<T>> tensors, std::size_t flat_total, F&& f) {
     constexpr std::size_t pad = 64 / sizeof(T);
     auto part = [&](unsigned k, unsigned parts) {
-      // This part's share of the flat (padded) range, on cache-line boundaries.
       const std::size_t chunk = (flat_total + parts - 1) / parts;
       const std::size_t lo = std::min(flat_total, (chunk * k + pad - 1) / pad * pad);
       const std::size_t hi = k + 1 == parts ? flat_total : std::min(flat_total, (chunk * (k + 1) + pad - 1) / pad * pad);
@@ -315,7 +342,7 @@ struct host {
         const auto& t = tensors[i];
         const std::size_t a = std::max(lo, t.offset), b = std::min(hi, t.offset + t.size);
         if (a >= b) continue;
-        run_piece<T, S>(make_op(i), t, a - t.offset, b - a, state, m_index, plan);
+        f(i, t, a - t.offset, b - a);
       }
     };
     if (ctx.pool.threads() <= 1 || flat_total < min_parallel) {
@@ -323,6 +350,59 @@ struct host {
     } else {
       ctx.pool.run(part);
     }
+  }
+
+  // The syncs and pack of a pass without update, over n elements at flat
+  // offset off: the vector body (returns how far it got), then the tail,
+  // which stays out of the AVX-512 body as in update.
+  template <class T>
+  static void sync_piece(T* p, T* m, const StepPlan<T>& plan, std::size_t off, std::size_t n) {
+    std::size_t i;
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+    if (detail::wide::avx512_usable())
+      i = sync_body_avx512(p, m, plan, off, n);
+    else
+#endif
+      i = sync_body<detail::simd<T>>(p, m, plan, off, 0, n);
+    sync_body<T>(p, m, plan, off, i, n);
+  }
+
+  // In a pass that applies a mean first, theta is only written, not read.
+  template <class V, class T>
+  static std::size_t sync_body(T* p, T* m, const StepPlan<T>& plan, std::size_t off, std::size_t i, std::size_t n) {
+    constexpr std::size_t W = sizeof(V) / sizeof(T);
+    const bool read_p = plan.mean_level != plan.first_sync;
+    for (; i + W <= n; i += W) {
+      const std::size_t at = off + i;
+      auto load = [at](const T* base) { return ld<V>(base + at); };
+      auto store = [at](T* base, const V& v) { st(base + at, v); };
+      V pv = read_p ? ld<V>(p + i) : V(T(0));
+      V mv = m ? ld<V>(m + at) : V(T(0));
+      apply_syncs<V>(plan, pv, m ? &mv : nullptr, load, store);
+      st(p + i, pv);
+      if (m) st(m + at, mv);
+    }
+    return i;
+  }
+
+#if defined(NESTLA_HOST_AVX512_DISPATCH)
+  template <class T>
+  [[gnu::target("avx512f"), gnu::flatten]] static std::size_t sync_body_avx512(T* p, T* m, const StepPlan<T>& plan,
+                                                                               std::size_t off, std::size_t n) {
+    return sync_body<detail::wide::vec512<T>>(p, m, plan, off, 0, n);
+  }
+#endif
+
+  // Loads and stores for scalars, xsimd batches and the AVX-512 vectors alike.
+  template <class V, class T>
+  static V ld(const T* at) {
+    if constexpr (std::is_same_v<V, T>) return *at;
+    else return V::load_unaligned(at);
+  }
+  template <class V, class T>
+  static void st(T* at, const V& v) {
+    if constexpr (std::is_same_v<V, T>) *at = v;
+    else v.store_unaligned(at);
   }
 
  private:
@@ -477,12 +557,12 @@ struct host {
       i = update_sync_body<detail::simd<T>>(op, p, g, s, m_index, plan, off, n);
     for (; i < n; ++i) {
       const std::size_t at = off + i;
-      auto load = [at](T* base) { return base[at]; };
+      auto load = [at](const T* base) { return base[at]; };
       auto store = [at](T* base, T v) { base[at] = v; };
       T pv = p[i];
       T sv[S > 0 ? S : 1];
       for (std::size_t k = 0; k < S; ++k) sv[k] = s[k][i];
-      op(pv, g[i], sv);
+      op(pv, plan.grad_group != T(0) ? g[i] / plan.grad_group : g[i], sv);
       apply_syncs<T>(plan, pv, S > 0 && m_index >= 0 ? &sv[m_index] : nullptr, load, store);
       p[i] = pv;
       for (std::size_t k = 0; k < S; ++k) s[k][i] = sv[k];
@@ -498,10 +578,11 @@ struct host {
     std::size_t i = 0;
     for (; i + W <= n; i += W) {
       const std::size_t at = off + i;
-      auto load = [at](T* base) { return B::load_unaligned(base + at); };
+      auto load = [at](const T* base) { return B::load_unaligned(base + at); };
       auto store = [at](T* base, const B& v) { v.store_unaligned(base + at); };
       B pv = B::load_unaligned(p + i);
-      const B gv = B::load_unaligned(g + i);
+      B gv = B::load_unaligned(g + i);
+      if (plan.grad_group != T(0)) gv = gv / B(plan.grad_group);
       B sv[S > 0 ? S : 1];
       for (std::size_t k = 0; k < S; ++k) sv[k] = B::load_unaligned(s[k] + i);
       op(pv, gv, sv);

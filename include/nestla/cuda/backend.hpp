@@ -405,6 +405,32 @@ struct device {
     ctx.last_.functors = pk.nops;
   }
 
+  // A pass without the base update (a distributed step's apply pass): the
+  // plan's syncs and pack over every tensor, on ctx.stream. m is the
+  // first-moment buffer (null: none).
+  template <class T>
+  static void sync_pass(context& ctx, std::span<const TensorRef<T>> tensors, std::size_t flat_total, T* m,
+                        const StepPlan<T>& plan) {
+    if (tensors.empty() || flat_total == 0) return;
+    auto& r = ctx.resources();
+    auto make = [](std::size_t) { return detail::no_op{}; };
+    const detail::packed pk = detail::pack<T>(r.scratch, tensors, make);
+    const detail::sync_header<T> h{plan, m, flat_total, detail::chunk_elements<T>(ctx.vectors_per_thread),
+                                   static_cast<std::uint32_t>(tensors.size()), pk.ops_at};
+    with_args(ctx, h, pk, [&](const auto& args) {
+      using A = std::remove_cvref_t<decltype(args)>;
+      launch_step<detail::sync_kernel<T, A>>(ctx, args, flat_total, h.chunk);
+    });
+  }
+
+  // Copies every tensor's gradient to flat at its offset, on ctx.stream.
+  template <class T>
+  static void gather_grads(context& ctx, std::span<const TensorRef<T>> tensors, T* flat) {
+    for (const auto& t : tensors)
+      if (t.size)
+        NESTLA_CUDA_CHECK(cudaMemcpyAsync(flat + t.offset, t.grad, t.size * sizeof(T), cudaMemcpyDeviceToDevice, ctx.stream));
+  }
+
  private:
   static void check_pointer(detail::launch_resources& r, const void*& seen, const void* p, const char* who,
                             const char* what, std::size_t i) {

@@ -1,4 +1,4 @@
-// The CUDA kernels: one pass over every tensor doing the base update and the plan's Lookahead syncs, the gradient finiteness check, the gradient norm, and a swap.
+// The CUDA kernels: one pass over every tensor doing the base update and the plan's Lookahead syncs, a pass of syncs alone (distributed steps), the gradient finiteness check, the gradient norm, and a swap.
 //
 // Per element x of tensor i, with F = make_op(i) and the step's plan:
 //   phi_l[x] <- theta[x] for every level l            (first step only, before the update)
@@ -263,11 +263,13 @@ NESTLA_HOST_DEVICE __forceinline__ void step_groups(const Op& op, const step_hea
     if (!live[u]) continue;
     const std::size_t e = j + u * stride;
     const std::size_t at = t.offset + e;
-    if constexpr (Sync)
+    if constexpr (Sync) {
       for (int l = 0; l < h.plan.ninit; ++l) store<W>(h.plan.init[l] + at, p[u]);
+      if (h.plan.grad_group != T(0)) g[u] = g[u] / V(h.plan.grad_group);
+    }
     op(p[u], g[u], s[u]);
     if constexpr (Sync) {
-      auto ld = [at](T* base) { return load<W>(base + at); };
+      auto ld = [at](const T* base) { return load<W>(base + at); };
       auto st = [at](T* base, const V& x) { store<W>(base + at, x); };
       if constexpr (S == 0) {
         apply_syncs<V>(h.plan, p[u], static_cast<V*>(nullptr), ld, st);
@@ -346,6 +348,55 @@ NESTLA_HOST_DEVICE __forceinline__ void step_body(const step_header<T, S>& h, co
     Op op = ops[t.op];
     if constexpr (requires { op.resolve(); }) op.resolve();
     step_piece<Sync>(op, h, t, a, b, ix);
+  });
+}
+
+// A pass without the base update (plan.update false): the plan's syncs and
+// pack, U groups of W elements as in step_groups. In a pass that applies a
+// mean first, theta is only written.
+template <int W, int U, class T>
+NESTLA_HOST_DEVICE __forceinline__ void sync_groups(const sync_header<T>& h, const tensor_meta<T>& t, std::size_t j,
+                                                    std::size_t end, std::size_t stride) {
+  using V = lanes<T, W>;
+  const bool read_p = h.plan.mean_level != h.plan.first_sync;
+  bool live[U];
+  V p[U]{}, m[U]{};
+  NESTLA_UNROLL
+  for (int u = 0; u < U; ++u) {
+    const std::size_t e = j + u * stride;
+    live[u] = e < end;
+    if (!live[u]) continue;
+    if (read_p) p[u] = load<W>(t.param + e);
+    if (h.m) m[u] = load<W>(h.m + t.offset + e);
+  }
+  NESTLA_UNROLL
+  for (int u = 0; u < U; ++u) {
+    if (!live[u]) continue;
+    const std::size_t e = j + u * stride;
+    const std::size_t at = t.offset + e;
+    auto ld = [at](const T* base) { return load<W>(base + at); };
+    auto st = [at](T* base, const V& x) { store<W>(base + at, x); };
+    apply_syncs<V>(h.plan, p[u], h.m ? &m[u] : static_cast<V*>(nullptr), ld, st);
+    store<W>(t.param + e, p[u]);
+    if (h.m) store<W>(h.m + at, m[u]);
+  }
+}
+
+template <class T>
+NESTLA_HOST_DEVICE __forceinline__ void sync_body(const sync_header<T>& h, const unsigned char* blob,
+                                                  const thread_ix& ix) {
+  const auto* meta = reinterpret_cast<const tensor_meta<T>*>(blob);
+  constexpr int W = int(vector_bytes / sizeof(T));
+  constexpr int U = step_unroll;
+  for_each_piece(meta, h.ntensors, h.flat_total, h.chunk, ix, [&](const tensor_meta<T>& t, std::size_t a, std::size_t b) {
+    std::size_t rest = a;
+    if (t.vector) {
+      const std::size_t vend = a + (b - a) / W * W;
+      const std::size_t stride = ix.threads * W;
+      for (std::size_t j = a + ix.thread * W; j < vend; j += U * stride) sync_groups<W, U>(h, t, j, vend, stride);
+      rest = vend;
+    }
+    for (std::size_t j = rest + ix.thread; j < b; j += ix.threads) sync_groups<1, 1>(h, t, j, b, 0);
   });
 }
 
@@ -472,6 +523,11 @@ __device__ __forceinline__ thread_ix this_thread() { return {blockIdx.x, gridDim
 template <class T, std::size_t S, class Op, bool Sync, class Args>
 __global__ void __launch_bounds__(block_threads) step_kernel(const __grid_constant__ Args args) {
   step_body<T, S, Op, Sync>(args.h, args.blob, this_thread());
+}
+
+template <class T, class Args>
+__global__ void __launch_bounds__(block_threads) sync_kernel(const __grid_constant__ Args args) {
+  sync_body<T>(args.h, args.blob, this_thread());
 }
 
 template <class T, class Args>

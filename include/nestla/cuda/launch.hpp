@@ -55,6 +55,17 @@ struct step_header {
   int m_index;            // which state buffer is the first moment, -1: none
 };
 
+// The sync pass's header: the plan, the first-moment buffer (null: none).
+template <class T>
+struct sync_header {
+  StepPlan<T> plan;
+  T* m;
+  std::size_t flat_total;
+  std::size_t chunk;
+  std::uint32_t ntensors;
+  std::uint32_t ops_at;
+};
+
 // The all_finite kernel's header: no plan, no state, a flag to raise.
 struct finite_header {
   std::size_t flat_total;

@@ -93,6 +93,10 @@ class checkpoint_reader {
 
   // Bytes of the record consumed so far.
   std::uint64_t position() const { return consumed_; }
+  // The format version the checkpoint declares (load_checkpoint sets it after
+  // checking it), so that readers of later fields can accept older files.
+  std::uint32_t version() const { return version_; }
+  void set_version(std::uint32_t v) { version_ = v; }
   std::string_view what() const { return what_; }
   // The field being read, for errors raised outside the reader (out of
   // memory). Field names are string literals, so the view stays valid.
@@ -212,6 +216,7 @@ class checkpoint_reader {
   std::size_t cap_ = 0, head_ = 0, tail_ = 0;
   std::uint64_t consumed_ = 0;
   std::uint32_t crc_ = 0;
+  std::uint32_t version_ = 0;
 };
 
 }  // namespace nestla::detail

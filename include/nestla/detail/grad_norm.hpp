@@ -45,6 +45,10 @@ enum class norm_kind : std::uint8_t { two, one, inf, p };
 struct norm_spec {
   norm_kind kind = norm_kind::two;
   double p = 2, inv_p = 0.5;
+  // The gradients are sums over this many workers (distributed gradient
+  // averaging, whose division happens in the update pass): the norm of the
+  // mean is the sums' norm divided by it (exact when it is a power of two).
+  double divisor = 1;
 
   static norm_spec of(double norm_type) {
     if (norm_type == 2) return {norm_kind::two, 2, 0.5};
@@ -158,11 +162,13 @@ NESTLA_HOST_DEVICE inline T total_norm(const double* norms, std::size_t n, const
       default: acc = A::add(acc, A::pow(x, s.p));
     }
   }
+  T total;
   switch (s.kind) {
-    case norm_kind::two: return T(A::sqrt(acc));
-    case norm_kind::p: return T(A::pow(acc, s.inv_p));
-    default: return T(acc);
+    case norm_kind::two: total = T(A::sqrt(acc)); break;
+    case norm_kind::p: total = T(A::pow(acc, s.inv_p)); break;
+    default: total = T(acc);
   }
+  return s.divisor == 1 ? total : A::div(total, T(s.divisor));
 }
 
 // torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to at most 1.
