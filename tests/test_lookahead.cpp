@@ -138,7 +138,7 @@ TEST_CASE("outer momentum switched on after the first step starts from u <- Delt
   auto r = reference_for<double>(nestla::AdamOptions{.lr = 0.01});
   r.levels.push_back({{.k = 2, .alpha = 0.5}, {}, {}, 0});
   Lookahead opt(nestla::Adam<double>({.lr = 0.01}), {.k = 2, .alpha = 0.5});
-  auto p = initial<double>(21), q = p;
+  auto p = ref::initial<double>(21), q = p;
   std::vector<double> g;
   ref::grad_source src;
   for (int s = 0; s < 24; ++s) {
