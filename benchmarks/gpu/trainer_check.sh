@@ -90,6 +90,7 @@ section_trainer_build() {
   local nccl_inc=$NCCL_INC nccl_lib=$NCCL_LIB
   [[ -z $nccl_lib ]] && declare -F find_nccl > /dev/null && read -r nccl_inc nccl_lib <<< "$(find_nccl)"
   [[ -n $nccl_lib ]] && args+=(-DRESNET18_NCCL_INCLUDE_DIR="$nccl_inc" -DRESNET18_NCCL_LIBRARY="$nccl_lib")
+  args+=("${CUDA_FLAG_ARGS[@]}")
   if ! cmake "${args[@]}" > "$LOGS/trainer_configure.log" 2>&1; then
     tail -30 "$LOGS/trainer_configure.log"
     row "trainer build: configure" "failed" "" FAILED
