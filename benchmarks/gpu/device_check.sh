@@ -151,7 +151,7 @@ wait_build() {
   BUILD_PID=""
   BUILD_RC=$(cat "$BUILD/build.rc" 2> /dev/null || echo 1)
   if ((BUILD_RC != 0)); then
-    grep -E 'error|Error' "$LOGS/build.log" | head -30
+    if grep -qE 'error|Error' "$LOGS/build.log"; then grep -E 'error|Error' "$LOGS/build.log" | head -30; else tail -15 "$LOGS/build.log"; fi
     row "build" "failed after $((SECONDS - BUILD_T0)) s" "" FAILED
     return 1
   fi

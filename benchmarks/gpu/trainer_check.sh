@@ -116,7 +116,7 @@ section_trainer_build() {
   local with_nccl="NCCL ${nccl_lib:+$(basename "$nccl_lib")}"
   grep -q 'resnet18 GPU trainer: no NCCL' "$LOGS/trainer_configure.log" && with_nccl="no NCCL"
   row "trainer build (${TRAINER_TARGETS[*]}) + host tests" \
-      "$((SECONDS - t0)) s, $with_nccl; $(grep -E '^\[doctest\] test cases' "$LOGS/trainer_host_tests.log" | tr -s ' ' | tr '|' ',')" "" \
+      "$((SECONDS - t0)) s, $with_nccl; $(grep -E '^\[doctest\] test cases' "$LOGS/trainer_host_tests.log" | sed 's/\[doctest\] test cases: *//; s/ *| */, /g')" "" \
       "$( ((rc == 0)) && echo ok || echo FAILED)"
   ((rc == 0))
 }
@@ -126,8 +126,7 @@ section_trainer_tests() {
   local rc=$?
   grep -E '^GRADCHECK|ERROR|FAILED|^\[doctest\] (test cases|assertions)|SKIPPED' "$LOGS/trainer_gpu_tests.log" | head -40
   local cases worst
-  cases=$(grep -E '^\[doctest\] test cases' "$LOGS/trainer_gpu_tests.log" | sed 's/\[doctest\] test cases: *//' | tr -s ' ' |
-    tr '|' ',')
+  cases=$(grep -E '^\[doctest\] test cases' "$LOGS/trainer_gpu_tests.log" | sed 's/\[doctest\] test cases: *//; s/ *| */, /g')
   worst=$(sed -n 's/.*worst gradient rel err \([0-9.e+-]*\).*/\1/p' "$LOGS/trainer_gpu_tests.log" | sort -g | tail -1)
   row "ResNet-18 GPU vs CPU model: logits, every gradient, training steps, augmentation, checkpoints" \
       "${cases:-no summary (rc $rc)}; worst gradient rel err ${worst:-n/a}" "all pass; < 1e-4" \
