@@ -237,10 +237,18 @@ section_tests() {
   fi
   row "GPU tests (test_cuda_device)" "${cases:-no summary (rc $rc_gpu)}; $same/$total runs bit-identical to the host" \
       "all pass; rel err < 1e-6" "$( ((rc_gpu == 0)) && echo ok || echo FAILED)"
-  local name text status
+  local name text status seen=""
   while IFS=$'\t' read -r name text status; do
     row "GPU = host: $name" "$text" "rel err < 1e-6" "$status"
+    seen+="|$name|"
   done < <(gpu_agreement_rows "$LOGS/test_cuda_device.log")
+  # Every base optimizer of the library (and outer momentum) must have had its rows.
+  local missing=""
+  for name in SGD "SGD momentum" "SGD nesterov" Adam "Adam amsgrad" AdamW "AdamW amsgrad" RAdam NAdam Adamax Lion \
+              Adagrad Adadelta Rprop "RMSprop centered" "RMSprop momentum centered" "AdamW outer"; do
+    [[ $seen == *"|$name|"* ]] || missing+="${missing:+, }$name"
+  done
+  [[ -n $missing ]] && row "GPU = host: optimizers with no result" "$missing" "none" FAILED
   local t pattern label
   for pattern in "gradient clipping on the GPU:clipping (norm 1, 2, 3, inf; by value): GPU = host" \
                  "clipping by norm does not wait:clipping by norm without a host wait" \
