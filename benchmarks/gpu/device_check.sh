@@ -174,7 +174,8 @@ section_gpu() {
     return 0
   fi
   ((rc == 0)) || { row "GPU" "probe failed (rc $rc)" "" FAILED; return 1; }
-  row "GPU" "$(sed -n 's/^GPU: //p' "$LOGS/gpu.log")" "" ""
+  # The kernel tells the machine's runtime (gVisor reports 4.4.0): compute-sanitizer works on Firecracker only.
+  row "GPU" "$(sed -n 's/^GPU: //p' "$LOGS/gpu.log"); kernel $(uname -r)" "" ""
   command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=driver_version,clocks.max.mem --format=csv,noheader \
     | sed 's/^/driver, max memory clock: /'
   return 0
