@@ -3,7 +3,8 @@
 #
 # Usage: tools/gather_device_deps.sh [DEST]     (default: third_party/ in the repository, ignored by git)
 # Then, there:  cmake -DCMAKE_PREFIX_PATH=DEST ...   or   benchmarks/gpu/device_check.sh DEST
-# Headers land in DEST/include/ (Eigen under DEST/include/eigen3/, as Debian lays it out).
+# Headers land in DEST/include/ (Eigen under DEST/include/eigen3/, as Debian lays it out), zlib's
+# among them; Fashion-MNIST's four .gz files in DEST/fashion-mnist/ when this machine has them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +36,25 @@ for d in "${deps[@]}"; do
   version=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || echo unknown)
   echo "$name $pkg $version" >> "$DEST/VERSIONS.txt"
 done
-echo "headers in $DEST/include ($(du -sh "$DEST" | cut -f1)):"
+# zlib's two headers (zlib1g-dev) for the GPU trainer: the device has the library, not the headers.
+for h in zlib.h zconf.h; do
+  if [[ -f /usr/include/$h ]]; then
+    cp /usr/include/$h "$DEST/include/"
+  else
+    echo "missing: /usr/include/$h (Debian package zlib1g-dev)" >&2
+    missing=1
+  fi
+done
+echo "zlib zlib1g-dev $(dpkg-query -W -f='${Version}' zlib1g-dev 2>/dev/null || echo unknown)" >> "$DEST/VERSIONS.txt"
+# Fashion-MNIST for the trainer's one-epoch GPU run (device_check.sh skips that row without it).
+FMNIST=${NESTLA_FASHION_MNIST_SRC:-/usr/share/datasets/fashion-mnist}
+if compgen -G "$FMNIST/*.gz" > /dev/null; then
+  mkdir -p "$DEST/fashion-mnist"
+  cp "$FMNIST"/*.gz "$DEST/fashion-mnist/"
+  echo "fashion-mnist: $(ls "$DEST/fashion-mnist" | wc -l) files from $FMNIST"
+else
+  echo "no Fashion-MNIST at $FMNIST (NESTLA_FASHION_MNIST_SRC): the trainer's GPU run will be skipped"
+fi
+echo "headers in $DEST/include, $(du -sh "$DEST" | cut -f1) in all (the device tool carries 64 MiB with the tree):"
 sed 's/^/  /' "$DEST/VERSIONS.txt"
 exit $missing

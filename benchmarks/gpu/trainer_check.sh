@@ -26,7 +26,7 @@ trainer_find_cudnn() {
     echo "$d"
     return 0
   done
-  python3 - 2> /dev/null << 'PY'
+  "${PY:-python3}" - 2> /dev/null << 'PY'
 import importlib, os
 try:
     m = importlib.import_module("nvidia.cudnn")
@@ -85,12 +85,18 @@ section_trainer_build() {
               -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_PREFIX_PATH="$deps" -DCUDNN_ROOT="$cudnn"
               -Dnlohmann_json_DIR="$shim" -DCLI11_DIR="$shim" -DEigen3_DIR="$shim" -Ddoctest_DIR="$shim"
               -DZLIB_INCLUDE_DIR="$zinc" -DZLIB_LIBRARY="$zlib")
+  # NCCL (distributed GPU runs under mpirun; a run of one process makes no NCCL call): as
+  # device_check.sh's build found it, since find_library misses pip's libnccl.so.2.
+  local nccl_inc=$NCCL_INC nccl_lib=$NCCL_LIB
+  [[ -z $nccl_lib ]] && declare -F find_nccl > /dev/null && read -r nccl_inc nccl_lib <<< "$(find_nccl)"
+  [[ -n $nccl_lib ]] && args+=(-DRESNET18_NCCL_INCLUDE_DIR="$nccl_inc" -DRESNET18_NCCL_LIBRARY="$nccl_lib")
+  args+=("${CUDA_FLAG_ARGS[@]}")
   if ! cmake "${args[@]}" > "$LOGS/trainer_configure.log" 2>&1; then
     tail -30 "$LOGS/trainer_configure.log"
     row "trainer build: configure" "failed" "" FAILED
     return 1
   fi
-  grep 'resnet18 GPU trainer' "$LOGS/trainer_configure.log"
+  grep -E 'resnet18 (GPU )?trainer' "$LOGS/trainer_configure.log"
   if ! grep -q 'resnet18 GPU trainer: on' "$LOGS/trainer_configure.log"; then
     row "trainer build: configure" "$(grep 'resnet18 GPU trainer' "$LOGS/trainer_configure.log")" "" FAILED
     return 1
@@ -107,8 +113,10 @@ section_trainer_build() {
   done
   "$TRAINER_BIN/resnet18_gpu_host_tests" > "$LOGS/trainer_host_tests.log" 2>&1
   local rc=$?
+  local with_nccl="NCCL ${nccl_lib:+$(basename "$nccl_lib")}"
+  grep -q 'resnet18 GPU trainer: no NCCL' "$LOGS/trainer_configure.log" && with_nccl="no NCCL"
   row "trainer build (${TRAINER_TARGETS[*]}) + host tests" \
-      "$((SECONDS - t0)) s; $(grep -E '^\[doctest\] test cases' "$LOGS/trainer_host_tests.log" | tr -s ' ' | tr '|' ',')" "" \
+      "$((SECONDS - t0)) s, $with_nccl; $(grep -E '^\[doctest\] test cases' "$LOGS/trainer_host_tests.log" | sed 's/\[doctest\] test cases: *//; s/ *| */, /g')" "" \
       "$( ((rc == 0)) && echo ok || echo FAILED)"
   ((rc == 0))
 }
@@ -118,8 +126,7 @@ section_trainer_tests() {
   local rc=$?
   grep -E '^GRADCHECK|ERROR|FAILED|^\[doctest\] (test cases|assertions)|SKIPPED' "$LOGS/trainer_gpu_tests.log" | head -40
   local cases worst
-  cases=$(grep -E '^\[doctest\] test cases' "$LOGS/trainer_gpu_tests.log" | sed 's/\[doctest\] test cases: *//' | tr -s ' ' |
-    tr '|' ',')
+  cases=$(grep -E '^\[doctest\] test cases' "$LOGS/trainer_gpu_tests.log" | sed 's/\[doctest\] test cases: *//; s/ *| */, /g')
   worst=$(sed -n 's/.*worst gradient rel err \([0-9.e+-]*\).*/\1/p' "$LOGS/trainer_gpu_tests.log" | sort -g | tail -1)
   row "ResNet-18 GPU vs CPU model: logits, every gradient, training steps, augmentation, checkpoints" \
       "${cases:-no summary (rc $rc)}; worst gradient rel err ${worst:-n/a}" "all pass; < 1e-4" \
@@ -148,7 +155,7 @@ section_trainer_bench() {
 }
 
 section_trainer_torch() {
-  python3 "$ROOT/benchmarks/gpu/torch_resnet_bench.py" --batch "$TRAINER_BATCH" > "$LOGS/torch_resnet.log" 2>&1
+  "${PY:-python3}" "$ROOT/benchmarks/gpu/torch_resnet_bench.py" --batch "$TRAINER_BATCH" > "$LOGS/torch_resnet.log" 2>&1
   local rc=$?
   cat "$LOGS/torch_resnet.log"
   ((rc == 0)) || { row "PyTorch ResNet-18" "not run (rc $rc): $(tail -1 "$LOGS/torch_resnet.log")" "" FAILED; return 1; }

@@ -172,10 +172,13 @@ void check_depth(const char* name, HostBase hb, DevBase db, const std::array<Loo
   twin_set<float> set(mixed_sizes, 11 + D);
   bool same_state = false;
   const auto c = run_twins(h, d, set, 100, &same_state);
-  INFO(name, " depth ", D, " policy ", policy, (groups ? " with a param group" : ""));
+  // doctest prints a const char* as its address: strings, so that the names reach the log
+  // (benchmarks/gpu/device_check.sh reads these lines).
+  INFO(std::string(name), " depth ", D, " policy ", std::string(policy), std::string(groups ? " with a param group" : ""));
   CHECK(c.rel < 1e-6);
-  MESSAGE(name, " depth ", D, " ", policy, ": max rel err ", c.rel, c.identical ? ", parameters bit-identical" : "",
-          same_state ? ", whole state bit-identical" : ", state differs in some bits");
+  MESSAGE(std::string(name), " depth ", D, " ", std::string(policy), ": max rel err ", c.rel,
+          std::string(c.identical ? ", parameters bit-identical" : ""),
+          std::string(same_state ? ", whole state bit-identical" : ", state differs in some bits"));
 }
 
 template <class HostBase, class DevBase>
@@ -542,7 +545,7 @@ TEST_CASE("steps run on the user's stream, in order, without waiting for the GPU
     h.step(set.hp, set.hg);
     ok(cudaStreamSynchronize(s));
     CHECK(compare(set.device_params(), set.hp).identical);
-    MESSAGE("step() returned after ", ms, " ms while the stream was busy (", tier ? "device_blob" : "small_params", ")");
+    MESSAGE("step() returned after ", ms, " ms while the stream was busy (", std::string(tier ? "device_blob" : "small_params"), ")");
   }
   ok(cudaStreamDestroy(s));
 }
