@@ -71,6 +71,9 @@ class crafted {
     }
     return *this;
   }
+  // The format version header() wrote: version 3 added the fields of
+  // gradient clipping (base) and outer momentum (levels).
+  std::uint32_t version = 3;
   std::string bytes() const {
     std::string out = body_;
     const std::uint32_t crc = nestla::detail::crc32(body_.data(), body_.size());
@@ -88,11 +91,13 @@ struct header_fields {
   std::string scalar = "float32";
   unsigned initialized = 0;
   std::vector<u64> sizes{};
+  std::uint32_t version = 3;
 };
 crafted header(const header_fields& h) {
   crafted c;
+  c.version = h.version;
   for (char ch : {'N', 'E', 'S', 'T', 'L', 'A', 'C', 'K'}) c.put<char>(ch);
-  c.put<std::uint32_t>(2).put<std::uint32_t>(0x01020304u).str(h.type).put<std::uint32_t>(h.depth).str(h.scalar);
+  c.put<std::uint32_t>(h.version).put<std::uint32_t>(0x01020304u).str(h.type).put<std::uint32_t>(h.depth).str(h.scalar);
   c.u8(h.initialized).put<u64>(h.sizes.size());
   for (auto n : h.sizes) c.put<u64>(n);
   return c;
@@ -114,6 +119,20 @@ void level(crafted& c, const level_fields& f, const std::vector<u64>* sizes = nu
     c.u8(has_slow_m);
     if (has_slow_m) c.buffer<T>(*sizes);
   }
+  // Outer momentum 0, not Nesterov, not started, no buffer.
+  if (c.version >= 3) c.put<double>(0).u8(0).u8(0).u8(0);
+}
+
+// A base optimizer's clipping fields (version 3); by default mode none, zeros.
+struct clip_fields {
+  unsigned mode = 0;
+  double max_norm = 0, norm_type = 0;
+  unsigned error_if_nonfinite = 0;
+  double clip_value = 0;
+};
+void clip(crafted& c, const clip_fields& f) {
+  if (c.version >= 3)
+    c.u8(f.mode).put<double>(f.max_norm).put<double>(f.norm_type).u8(f.error_if_nonfinite).put<double>(f.clip_value);
 }
 
 struct group_fields {
@@ -146,12 +165,13 @@ void adam_head(crafted& c, const adam_fields& f) {
   c.u8(f.amsgrad).u8(f.maximize).put<std::uint32_t>(f.fresh);
 }
 template <class T>
-void adam(crafted& c, const adam_fields& f, const std::vector<u64>* sizes = nullptr) {
+void adam(crafted& c, const adam_fields& f, const std::vector<u64>* sizes = nullptr, const clip_fields& cf = {}) {
   adam_head(c, f);
   for (unsigned k = 0; k < 3; ++k) {
     c.u8((f.present >> k) & 1u);
     if (((f.present >> k) & 1u) && sizes) c.buffer<T>(*sizes);
   }
+  clip(c, cf);
 }
 
 struct sgd_fields {
@@ -165,6 +185,7 @@ void sgd(crafted& c, const sgd_fields& f, const std::vector<u64>* sizes = nullpt
   c.put<double>(f.lr).put<double>(f.momentum).put<double>(f.dampening).put<double>(f.wd);
   c.u8(f.nesterov).u8(f.maximize).put<std::uint32_t>(f.fresh).u8(f.has_buffer);
   if (f.has_buffer && sizes) c.buffer<T>(*sizes);
+  clip(c, {});
 }
 
 std::string bytes(const auto& opt) {
@@ -240,6 +261,36 @@ TEST_CASE("the crafting helper writes what the library writes") {
   counters(s, 1);
   sgd<double>(s, {.lr = 0.1, .momentum = 0.9, .fresh = 0, .has_buffer = 1}, &sizes);
   CHECK(s.bytes() == bytes(stepped));
+
+  // Clipping by norm, then by value, as the library writes them.
+  auto norm = fresh_lookahead_adam();
+  norm.base().set_clip_grad_norm({.max_norm = 2.5, .norm_type = 1, .error_if_nonfinite = true});
+  crafted cn = header({.type = "Lookahead<Adam>", .depth = 1});
+  level<float>(cn, {});
+  counters(cn, 0);
+  adam<float>(cn, {}, nullptr, {.mode = 1, .max_norm = 2.5, .norm_type = 1, .error_if_nonfinite = 1});
+  CHECK(cn.bytes() == bytes(norm));
+  auto value = fresh_lookahead_adam();
+  value.base().set_clip_grad_value(0.25);
+  crafted cv = header({.type = "Lookahead<Adam>", .depth = 1});
+  level<float>(cv, {});
+  counters(cv, 0);
+  adam<float>(cv, {}, nullptr, {.mode = 2, .clip_value = 0.25});
+  CHECK(cv.bytes() == bytes(value));
+}
+
+TEST_CASE("format 2, from before clipping and outer momentum, loads as an optimizer without either") {
+  crafted v2 = header({.type = "Lookahead<Adam>", .depth = 1, .version = 2});
+  level<float>(v2, {});
+  counters(v2, 0);
+  adam<float>(v2, {});
+  auto opt = nestla::Lookahead(nestla::Adam<float>(), {.k = 2, .alpha = 0.5, .outer_momentum = 0.9});
+  opt.base().set_clip_grad_value(0.5);
+  std::istringstream is(v2.bytes());
+  opt.load(is);
+  CHECK(opt.base().clip_grad().mode == nestla::GradClip::Mode::none);
+  CHECK(opt.options().outer_momentum == 0);
+  CHECK(bytes(opt) == bytes(fresh_lookahead_adam()));
 }
 
 // Before: the padded total, the byte count and the bounds check wrapped; a
@@ -459,6 +510,21 @@ TEST_CASE("other broken invariants are refused, each naming its field") {
     opt.load(is);
     CHECK(opt.base().options().amsgrad);
     opt = fresh_lookahead_adam();
+  }
+
+  // Fields the clip mode does not use are +0.0 exactly: -0.0 would load and save as other bytes (found by
+  // fuzz_checkpoint).
+  {
+    crafted c = header({.type = "Lookahead<Adam>", .depth = 1});
+    level<float>(c, {});
+    counters(c, 0);
+    adam<float>(c, {}, nullptr, {.mode = 0, .max_norm = -0.0});
+    refused(opt, c.bytes(), "clipping fields are set that the clip mode does not use");
+    crafted v = header({.type = "Lookahead<Adam>", .depth = 1});
+    level<float>(v, {});
+    counters(v, 0);
+    adam<float>(v, {}, nullptr, {.mode = 2, .norm_type = -0.0, .clip_value = 0.5});
+    refused(opt, v.bytes(), "clipping fields are set that the clip mode does not use");
   }
 
   // Over tensors without elements every buffer is empty, saved as absent (found by fuzz_checkpoint).

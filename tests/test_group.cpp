@@ -88,7 +88,7 @@ TEST_CASE("a level without a group between levels with one: the local sync runs 
 }
 
 TEST_CASE("groups are counted: collectives and bytes per step") {
-  auto opt = nestla::nested<2>(nestla::SGD<float>({.lr = 0.1}), {{.k = 2}, {.k = 3, .momentum = Momentum::pullback}});
+  auto opt = nestla::nested<2>(nestla::SGD<float>({.lr = 0.1}), {{.k = 2}, {.k = 3, .momentum = Momentum::reset}});
   auto g0 = std::make_shared<single_worker_group>(), g1 = std::make_shared<single_worker_group>(),
        g2 = std::make_shared<single_worker_group>();
   opt.base().set_group(g0);
@@ -101,7 +101,7 @@ TEST_CASE("groups are counted: collectives and bytes per step") {
   CHECK(g0->stats().bytes == 12 * (112 + 3) * sizeof(float));
   CHECK(g1->stats().collectives == 6);
   // outermost: the check (allgather) and the broadcast of the first step, then 2 syncs;
-  // SGD without momentum has no first moments, so pullback sends none
+  // only pullback sends first moments: reset sends none
   CHECK(g2->stats().collectives == 1 + 1 + 2);
   CHECK(g2->stats().bytes == 8 * (8 + 2 * (nestla::max_depth + 1)) + 112 * sizeof(float) + 2 * (112 + 3) * sizeof(float));
   CHECK(g2->stats().bytes_sent == 0);  // one worker sends nothing

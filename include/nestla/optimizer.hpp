@@ -840,9 +840,12 @@ class BaseOptimizer {
     } catch (const invalid_option& e) {
       r.error(e.what());
     }
+    // Unused fields are written as +0.0: anything else (-0.0 included) would
+    // load and then save to other bytes.
+    auto set = [](double x) { return std::bit_cast<std::uint64_t>(x) != 0; };
     const bool unused_set = (c.mode != GradClip::Mode::norm &&
-                             (c.norm.max_norm != 0 || c.norm.norm_type != 0 || c.norm.error_if_nonfinite)) ||
-                            (c.mode != GradClip::Mode::value && c.clip_value != 0);
+                             (set(c.norm.max_norm) || set(c.norm.norm_type) || c.norm.error_if_nonfinite)) ||
+                            (c.mode != GradClip::Mode::value && set(c.clip_value));
     if (unused_set) r.error("clipping fields are set that the clip mode does not use");
     if (c.mode != GradClip::Mode::norm) c.norm = {};
     clip_ = c;
