@@ -150,36 +150,14 @@ struct StepPlan {
 
 template <class V, bool Extended = true, class T, class Load, class Store>
 NESTLA_HOST_DEVICE NESTLA_SYNC_INLINE void apply_syncs(const StepPlan<T>& plan, V& p, V* m, Load load, Store store) {
-  if constexpr (!Extended) {  // plan.extended() is false: Lookahead's syncs, as before outer momentum existed
-    for (int i = 0; i < plan.nsync; ++i) {
-      const SyncLevel<T>& L = plan.sync[i];
-      const V a(L.alpha);
-      V s = load(L.slow);
-      s = s + a * (p - s);
-      store(L.slow, s);
-      p = s;
-      for (int l = 0; l < i; ++l) store(plan.sync[l].slow, s);
-      if (!m || L.policy == Momentum::keep) continue;
-      V nm;
-      if (L.policy == Momentum::reset) {
-        nm = V(T(0));
-      } else {
-        V ms = load(L.slow_m);
-        nm = ms + a * (*m - ms);
-        store(L.slow_m, nm);
-      }
-      *m = nm;
-      for (int l = 0; l < i; ++l)
-        if (plan.sync[l].policy == Momentum::pullback) store(plan.sync[l].slow_m, nm);
-    }
-    return;
-  }
-  for (int i = plan.first_sync; i < plan.nsync; ++i) {
+  // Extended false (plan.extended() is false): Lookahead's plain syncs alone,
+  // the group means, outer momentum and pack folded away at compile time.
+  for (int i = Extended ? plan.first_sync : 0; i < plan.nsync; ++i) {
     const SyncLevel<T>& L = plan.sync[i];
-    const bool mean = i == plan.mean_level;
+    const bool mean = Extended && i == plan.mean_level;
     const V a(L.alpha);
     V s = load(L.slow);
-    if (!L.u) {
+    if (!Extended || !L.u) {
       if (mean) s = s + a * (load(plan.sum) / V(plan.group));
       else s = s + a * (p - s);
     } else {
@@ -206,9 +184,11 @@ NESTLA_HOST_DEVICE NESTLA_SYNC_INLINE void apply_syncs(const StepPlan<T>& plan, 
     for (int l = 0; l < i; ++l)
       if (plan.sync[l].policy == Momentum::pullback) store(plan.sync[l].slow_m, nm);
   }
-  if (plan.pack) {
-    store(plan.pack, p - load(plan.pack_slow));
-    if (plan.pack_m && m) store(plan.pack_m, *m);
+  if constexpr (Extended) {
+    if (plan.pack) {
+      store(plan.pack, p - load(plan.pack_slow));
+      if (plan.pack_m && m) store(plan.pack_m, *m);
+    }
   }
 }
 
