@@ -22,6 +22,8 @@
 
 #include <doctest/doctest.h>
 
+#include "golden_json.hpp"
+
 #include <nestla/nestla.hpp>
 #include <nlohmann/json.hpp>
 
@@ -50,31 +52,13 @@ constexpr double kRelTol = 1e-12;
 constexpr double kAbsFloor = 1e-2;
 
 const json& golden() {
-  static const json data = [] {
-    const std::string path = std::string(NESTLA_TEST_DATA_DIR) + "/golden.json";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open " + path);
-    return json::parse(in);
-  }();
+  static const json data = golden_json::load("golden.json");
   return data;
 }
 
 Set to_set(const json& j) { return j.get<Set>(); }
 
-nestla::Momentum to_policy(const std::string& s) {
-  if (s == "keep") return nestla::Momentum::keep;
-  if (s == "reset") return nestla::Momentum::reset;
-  if (s == "pullback") return nestla::Momentum::pullback;
-  throw std::runtime_error("unknown momentum policy " + s);
-}
-
-nestla::LookaheadOptions to_level(const json& j) {
-  return nestla::LookaheadOptions{.k = j.at("k").get<int>(),
-                                  .alpha = j.at("alpha").get<double>(),
-                                  .momentum = to_policy(j.at("momentum").get<std::string>()),
-                                  .outer_momentum = j.value("outer_momentum", 0.0),
-                                  .outer_nesterov = j.value("outer_nesterov", false)};
-}
+using golden_json::to_level;
 
 // Does any level of the case have outer momentum (DiLoCo's outer step)?
 bool has_outer_momentum(const json& c) {
