@@ -8,7 +8,8 @@
 # 10.99.0.1 <-> 10.99.0.2, each end limited by tc to RATE (default 1gbit) and, when the kernel has
 # sch_netem, delayed by DELAY (default 1ms). Open MPI starts the remote daemon through
 # netns_agent.sh (ip netns exec in place of ssh). Only TCP is allowed (btl tcp,self), so the
-# two namespaces talk over the veth; the bytes it carried are read from its counters.
+# two namespaces talk over the veth; the bytes it carried are read from its counters, and
+# what one TCP stream gets through it without MPI is measured first (tcp_throughput.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../build-bench}
@@ -43,7 +44,8 @@ cleanup() {
   ip netns del nestla-a 2>/dev/null || true
   ip netns del nestla-b 2>/dev/null || true
 }
-trap cleanup EXIT
+tmp=$(mktemp -d)
+trap 'cleanup; rm -rf "$tmp"' EXIT
 cleanup
 ip netns add nestla-a
 ip netns add nestla-b
@@ -64,8 +66,20 @@ for s in a b; do
     ip netns exec nestla-$s tc qdisc add dev nestla-v$s root tbf rate "$rate" burst 256kb latency 20ms
   fi
 done
+# What the link carries without MPI: one TCP stream a -> b, then one each way at once.
+probe=$here/tcp_throughput.py
+mbs=${PROBE_MB:-200}
+ip netns exec nestla-b python3 "$probe" serve 10.99.0.2 5301 >"$tmp/ab" &
+ip netns exec nestla-a python3 "$probe" send 10.99.0.2 5301 "$mbs"
+wait
+ip netns exec nestla-b python3 "$probe" serve 10.99.0.2 5302 >"$tmp/ab2" &
+ip netns exec nestla-a python3 "$probe" serve 10.99.0.1 5303 >"$tmp/ba2" &
+ip netns exec nestla-a python3 "$probe" send 10.99.0.2 5302 "$mbs" &
+ip netns exec nestla-b python3 "$probe" send 10.99.0.1 5303 "$mbs"
+wait
 echo
-echo "Two namespaces (ranks 0, 1 | ranks 2, 3), veth shaped by $shaping, TCP only:"
+echo "Two namespaces (ranks 0, 1 | ranks 2, 3), veth shaped by $shaping, TCP only."
+echo "One TCP stream without MPI ($mbs MB): $(cat "$tmp/ab") MB/s a to b; one each way at once: $(cat "$tmp/ab2") and $(cat "$tmp/ba2") MB/s."
 echo
 echo "| layout | ms/step | collectives/step | payload MB/step | sent MB/step | of which inner (pairs) | outer (all) | veth MB/step (both ways) |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -79,4 +93,8 @@ for l in $layouts; do
   # Over warm-up and timed steps (the first step's broadcast included).
   per=$(python3 -c "print(f'{(($tx1 - $tx0) + ($rx1 - $rx0)) / 1e6 / ($steps + $warmup):.2f}')")
   echo "$row $per |"
+done
+echo
+for s in a b; do
+  echo "tc on nestla-v$s: $(ip netns exec nestla-$s tc -s qdisc show dev nestla-v$s | grep -o 'Sent [0-9]* bytes [0-9]* pkt (dropped [0-9]*, overlimits [0-9]*')"
 done

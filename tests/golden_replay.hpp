@@ -23,11 +23,12 @@
 #include <nestla/nestla.hpp>
 #include <nlohmann/json.hpp>
 
+#include "golden_json.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -46,29 +47,11 @@ using Set = std::vector<std::vector<double>>;
 constexpr double kRelTol = 1e-12;
 constexpr double kAbsFloor = 1e-2;
 
-inline json load(const std::string& file) {
-  const std::string path = std::string(NESTLA_TEST_DATA_DIR) + "/" + file;
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  return json::parse(in);
-}
+// The file and the levels as the generators spell them (shared with the MPI tests).
+using golden_json::load;
+using golden_json::to_level;
 
 inline Set to_set(const json& j) { return j.get<Set>(); }
-
-inline nestla::Momentum to_policy(const std::string& s) {
-  if (s == "keep") return nestla::Momentum::keep;
-  if (s == "reset") return nestla::Momentum::reset;
-  if (s == "pullback") return nestla::Momentum::pullback;
-  throw std::runtime_error("unknown momentum policy " + s);
-}
-
-inline nestla::LookaheadOptions to_level(const json& j) {
-  return nestla::LookaheadOptions{.k = j.at("k").get<int>(),
-                                  .alpha = j.at("alpha").get<double>(),
-                                  .momentum = to_policy(j.at("momentum").get<std::string>()),
-                                  .outer_momentum = j.value("outer_momentum", 0.0),
-                                  .outer_nesterov = j.value("outer_nesterov", false)};
-}
 
 // Largest error seen in one case, and where the first violation happened.
 struct Result {

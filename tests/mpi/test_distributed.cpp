@@ -8,6 +8,8 @@
 // after every sync that every worker of the level's group holds the same bits.
 #include <doctest/doctest.h>
 
+#include "../golden_json.hpp"
+
 #include <nestla/mpi.hpp>
 #include <nestla/nestla.hpp>
 #include <nlohmann/json.hpp>
@@ -50,29 +52,11 @@ int world_size() {
 }
 
 const json& data() {
-  static const json d = [] {
-    const std::string path = std::string(NESTLA_TEST_DATA_DIR) + "/distributed.json";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open " + path);
-    return json::parse(in);
-  }();
+  static const json d = golden_json::load("distributed.json");
   return d;
 }
 
-nestla::Momentum to_policy(const std::string& s) {
-  if (s == "keep") return nestla::Momentum::keep;
-  if (s == "reset") return nestla::Momentum::reset;
-  if (s == "pullback") return nestla::Momentum::pullback;
-  throw std::runtime_error("unknown momentum policy " + s);
-}
-
-nestla::LookaheadOptions to_level(const json& j) {
-  return {.k = j.at("k").get<int>(),
-          .alpha = j.at("alpha").get<double>(),
-          .momentum = to_policy(j.at("momentum").get<std::string>()),
-          .outer_momentum = j.value("outer_momentum", 0.0),
-          .outer_nesterov = j.value("outer_nesterov", false)};
-}
+using golden_json::to_level;
 
 // This worker's group at one level: the part of the partition holding worker
 // w, ordered as listed (so its first worker is listed first). Collective over parent.

@@ -575,22 +575,32 @@ struct host {
     const Op op = op_ref;  // as in update_body
     const std::array<T*, S> s = s_ref;
     constexpr std::size_t W = B::size;
-    std::size_t i = 0;
-    for (; i + W <= n; i += W) {
-      const std::size_t at = off + i;
-      auto load = [at](const T* base) { return B::load_unaligned(base + at); };
-      auto store = [at](T* base, const B& v) { v.store_unaligned(base + at); };
-      B pv = B::load_unaligned(p + i);
-      B gv = B::load_unaligned(g + i);
-      if (plan.grad_group != T(0)) gv = gv / B(plan.grad_group);
-      B sv[S > 0 ? S : 1];
-      for (std::size_t k = 0; k < S; ++k) sv[k] = B::load_unaligned(s[k] + i);
-      op(pv, gv, sv);
-      apply_syncs<B>(plan, pv, S > 0 && m_index >= 0 ? &sv[m_index] : nullptr, load, store);
-      pv.store_unaligned(p + i);
-      for (std::size_t k = 0; k < S; ++k) sv[k].store_unaligned(s[k] + i);
-    }
-    return i;
+    // Two loops: Lookahead's plain syncs keep the loop they had before outer
+    // momentum and distributed passes existed (callgrind, nested Adam, SSE2:
+    // the general loop ran 26% more instructions in syncing steps).
+    auto loop = [&](auto extended) {
+      constexpr bool E = decltype(extended)::value;
+      std::size_t i = 0;
+      for (; i + W <= n; i += W) {
+        const std::size_t at = off + i;
+        auto load = [at](const T* base) { return B::load_unaligned(base + at); };
+        auto store = [at](T* base, const B& v) { v.store_unaligned(base + at); };
+        B pv = B::load_unaligned(p + i);
+        B gv = B::load_unaligned(g + i);
+        if constexpr (E)
+          if (plan.grad_group != T(0)) gv = gv / B(plan.grad_group);
+        B sv[S > 0 ? S : 1];
+        if constexpr (S > 0)
+          for (std::size_t k = 0; k < S; ++k) sv[k] = B::load_unaligned(s[k] + i);
+        op(pv, gv, sv);
+        apply_syncs<B, E>(plan, pv, S > 0 && m_index >= 0 ? &sv[m_index] : nullptr, load, store);
+        pv.store_unaligned(p + i);
+        if constexpr (S > 0)
+          for (std::size_t k = 0; k < S; ++k) sv[k].store_unaligned(s[k] + i);
+      }
+      return i;
+    };
+    return plan.extended() ? loop(std::true_type{}) : loop(std::false_type{});
   }
 
 #if defined(NESTLA_HOST_AVX512_DISPATCH)
