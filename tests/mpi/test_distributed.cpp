@@ -31,6 +31,8 @@
 #error "NESTLA_TEST_DATA_DIR must be defined (tests/mpi/CMakeLists.txt sets it)"
 #endif
 
+#include "mpi_world.hpp"
+
 namespace {
 
 using json = nlohmann::json;
@@ -40,16 +42,8 @@ using GroupPtr = std::shared_ptr<nestla::mpi::group>;
 constexpr double kRelTol = 1e-12;
 constexpr double kAbsFloor = 1e-2;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+int world_rank() { return mpi_world::rank(); }
+int world_size() { return mpi_world::size(); }
 
 const json& data() {
   static const json d = golden_json::load("distributed.json");
@@ -258,6 +252,20 @@ struct grad_source {
   }
 };
 
+// Every worker's gradient, summed in rank order and divided by the job's size:
+// the mean gradient a one-process reference steps with.
+void mean_over_workers(const std::vector<double>& g, std::vector<double>& mean) {
+  const int n = world_size();
+  std::vector<double> all(g.size() * static_cast<std::size_t>(n));
+  MPI_Allgather(g.data(), int(g.size()), MPI_DOUBLE, all.data(), int(g.size()), MPI_DOUBLE, MPI_COMM_WORLD);
+  mean.resize(g.size());
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    double sum = all[i];
+    for (int q = 1; q < n; ++q) sum += all[static_cast<std::size_t>(q) * g.size() + i];
+    mean[i] = sum / n;
+  }
+}
+
 }  // namespace
 
 TEST_CASE("every worker's trajectory matches the simulation of the job, and syncs leave groups bit-identical") {
@@ -362,7 +370,7 @@ TEST_CASE("Lookahead(k = 1, alpha = 1) over SGD on N workers, and gradient avera
   std::vector<double> a(40), b, r;
   for (std::size_t i = 0; i < a.size(); ++i) a[i] = 0.05 * double(i) - 1.0;
   b = r = a;
-  std::vector<double> g, gb, mean(a.size()), all(a.size() * static_cast<std::size_t>(n));
+  std::vector<double> g, gb, mean(a.size());
   grad_source src(w), srcb(w);
   double worst = 0;
   bool ddp_bits = true;
@@ -371,12 +379,7 @@ TEST_CASE("Lookahead(k = 1, alpha = 1) over SGD on N workers, and gradient avera
     srcb.fill(b, gb);
     REQUIRE(g == gb);  // the same gradients while the two stay equal
     // The reference: every worker's gradient, averaged in rank order.
-    MPI_Allgather(g.data(), int(g.size()), MPI_DOUBLE, all.data(), int(g.size()), MPI_DOUBLE, MPI_COMM_WORLD);
-    for (std::size_t i = 0; i < mean.size(); ++i) {
-      double sum = all[i];
-      for (int q = 1; q < n; ++q) sum += all[static_cast<std::size_t>(q) * mean.size() + i];
-      mean[i] = sum / n;
-    }
+    mean_over_workers(g, mean);
     la.step(a, g);
     ddp.step(b, gb);
     reference.step(r, mean);
@@ -411,17 +414,12 @@ TEST_CASE("gradient averaging with clipping clips the mean gradient, as one proc
     std::vector<double> a(37), r;
     for (std::size_t i = 0; i < a.size(); ++i) a[i] = 0.05 * double(i) - 1.0;
     r = a;
-    std::vector<double> g, mean(a.size()), all(a.size() * static_cast<std::size_t>(n));
+    std::vector<double> g, mean(a.size());
     grad_source src(w);
     double worst = 0, worst_norm = 0;
     for (int s = 0; s < 20; ++s) {
       src.fill(a, g);
-      MPI_Allgather(g.data(), int(g.size()), MPI_DOUBLE, all.data(), int(g.size()), MPI_DOUBLE, MPI_COMM_WORLD);
-      for (std::size_t i = 0; i < mean.size(); ++i) {
-        double sum = all[i];
-        for (int q = 1; q < n; ++q) sum += all[static_cast<std::size_t>(q) * mean.size() + i];
-        mean[i] = sum / n;
-      }
+      mean_over_workers(g, mean);
       ddp.step(a, g);
       reference.step(r, mean);
       if (mode == 0) {

@@ -11,18 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "mpi_world.hpp"
+
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+int world_rank() { return mpi_world::rank(); }
+int world_size() { return mpi_world::size(); }
 
 // Values whose sums round differently in different orders.
 template <class T>
