@@ -21,6 +21,26 @@ std::string bytes(const O& o) {
   return os.str();
 }
 
+// Runs nestla's optimizer and a reference (ref::nested) side by side from
+// ref::initial<T>(n) with ref::grad_source's gradients: every parameter and
+// every returned cycle flag must agree exactly, and some step must complete a
+// cycle.
+template <class T, class Opt, class Ref>
+void steps_match(Opt& opt, Ref& r, int steps, std::size_t n = 37) {
+  auto p = ref::initial<T>(n), q = p;
+  std::vector<T> g;
+  ref::grad_source src;
+  int cycles = 0;
+  for (int s = 0; s < steps; ++s) {
+    src.fill(p, g);
+    const bool a = opt.step(p, g);
+    REQUIRE(a == r.step(q, g));
+    cycles += a;
+    REQUIRE(p == q);
+  }
+  CHECK(cycles > 0);
+}
+
 constexpr nestla::Momentum policies[] = {nestla::Momentum::keep, nestla::Momentum::reset, nestla::Momentum::pullback};
 
 // `base` alone, under Lookahead with each policy and nested twice with every
@@ -32,18 +52,7 @@ void matches_reference_at_every_policy(const Base& base, RefStep ref_step, int s
   auto compare = [&](auto opt, const std::vector<nestla::LookaheadOptions>& levels) {
     ref::nested<T, RefStep> r{ref_step, {}, {}};
     for (const auto& l : levels) r.levels.push_back({l, {}, {}, 0});
-    auto p = ref::initial<T>(37), q = p;
-    std::vector<T> g;
-    ref::grad_source src;
-    int cycles = 0;
-    for (int s = 0; s < steps; ++s) {
-      src.fill(p, g);
-      const bool a = opt.step(p, g);
-      REQUIRE(a == r.step(q, g));
-      cycles += a;
-      REQUIRE(p == q);
-    }
-    CHECK(cycles > 0);
+    steps_match<T>(opt, r, steps);
   };
   compare(base, {});
   for (auto m : policies) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "optimizer_checks.hpp"
 #include "reference.hpp"
 
 using nestla::Lookahead;
@@ -33,23 +34,10 @@ auto reference_for(const nestla::AdamOptions& o) {
   return ref::nested<T, decltype(step)>{step, {}, {}};
 }
 
-// Runs nestla's optimizer and the reference side by side; every parameter and
-// every returned cycle flag must agree exactly.
+// nestla's optimizer against the reference loop, bit for bit (optimizer_checks.hpp).
 template <class T, class Opt, class Ref>
 void compare(Opt& opt, Ref& r, int steps, std::size_t n = 37) {
-  auto p = ref::initial<T>(n), q = p;
-  std::vector<T> g;
-  ref::grad_source src;
-  int cycles = 0;
-  for (int s = 0; s < steps; ++s) {
-    src.fill(p, g);
-    const bool a = opt.step(p, g);
-    const bool b = r.step(q, g);
-    REQUIRE(a == b);
-    cycles += a;
-    REQUIRE(p == q);
-  }
-  CHECK(cycles > 0);
+  checks::steps_match<T>(opt, r, steps, n);
 }
 
 template <int D, class T, class BaseOpts>
