@@ -82,6 +82,12 @@ void check(Make make, bool stepped_target, const std::string& input) {
       // Groups of a checkpoint taken before the first step are checked at the
       // first step, against the tensors given then (as add_param_group's are).
       if (init) finding("a loaded optimizer refused its own layout:", e.what());
+    } catch (const nestla::nonfinite_norm_error& e) {
+      // Clipping with error_if_nonfinite refuses a step whose gradient norm is
+      // not finite, as promised (any valid norm_type, e.g. a tiny p, can
+      // overflow the norm of the harness's gradients); anything else is a finding.
+      if (!base.clip_grad().norm.error_if_nonfinite)
+        finding("a step threw nonfinite_norm_error without error_if_nonfinite:", e.what());
     } catch (const std::exception& e) {
       finding("a loaded optimizer failed to step:", e.what());
     }
