@@ -572,11 +572,8 @@ class BaseOptimizer {
   std::span<const TensorRef<T>> views() const noexcept { return views_; }
   // Distributed steps: the bound gradients are read from flat (laid out as
   // the state) instead, and the scratch the distributed step keeps.
-  // The gradients of this step are in `flat`, summed over `workers` workers
-  // (the update pass divides; clipping's norm is the mean's).
-  void use_flat_grads(const T* flat, std::size_t workers) {
+  void use_flat_grads(const T* flat) {
     for (auto& v : views_) v.grad = flat + v.offset;
-    grad_workers_ = workers;
   }
   detail::distributed_scratch<T, Backend>& distributed_scratch() noexcept { return dist_; }
   // This step's first-moment buffer (after plan_step), for passes without the
@@ -595,18 +592,17 @@ class BaseOptimizer {
   // and clipping's norm. Returns false when the guard skips the step.
   //
   // Distributed training: with gradient averaging the bound gradients are
-  // sums (use_flat_grads), and clipping by norm uses the mean's norm, the
-  // sums' divided by the number of workers; value clipping clamps the mean,
-  // as the update pass divides before the clipping functor.
-  bool note_guard() {
-    const std::size_t workers = std::exchange(grad_workers_, 1);
+  // sums over grad_workers workers, and clipping by norm uses the mean's norm,
+  // the sums' divided by their number; value clipping clamps the mean, as the
+  // update pass divides before the clipping functor.
+  bool note_guard(std::size_t grad_workers = 1) {
     last_skipped_ = false;
     clip_pass_ = clip_pass::none;
     bool finite_known = false;
     if (clip_.mode == GradClip::Mode::norm) {
       const ClipGradNorm& c = clip_.norm;
       const auto r = Backend::template grad_norm<T>(ctx_, std::span<const TensorRef<T>>(views_),
-                                                   with_divisor(detail::norm_spec::of(c.norm_type), workers),
+                                                   with_divisor(detail::norm_spec::of(c.norm_type), grad_workers),
                                                    static_cast<T>(c.max_norm),
                                                    guard_ || c.error_if_nonfinite);
       last_norm_ = r.on_host ? static_cast<double>(r.norm) : std::numeric_limits<double>::quiet_NaN();
@@ -883,7 +879,6 @@ class BaseOptimizer {
   bool guard_ = false, last_skipped_ = false;
   std::uint64_t skipped_ = 0;
   GradClip clip_;
-  std::size_t grad_workers_ = 1;  // set by use_flat_grads for the next note_guard
   double last_norm_ = std::numeric_limits<double>::quiet_NaN();
   bool last_norm_on_device_ = false;
   // Scratch between note_guard and execute: how this step's pass clips.

@@ -307,9 +307,9 @@ bool run_distributed_step(Top& top, P& params, G& grads, const level_groups& lg)
   if (lg.communicates(0)) {
     Backend::gather_grads(b.context(), b.views(), sc.grads.data());
     exchange<T, Backend>(*lg.g[0], sc.grads.data(), total, calls, sc.counts, stream, 0);
-    b.use_flat_grads(sc.grads.data(), static_cast<std::size_t>(lg.g[0]->size()));
+    b.use_flat_grads(sc.grads.data());
   }
-  if (!b.note_guard()) return false;
+  if (!b.note_guard(lg.communicates(0) ? static_cast<std::size_t>(lg.g[0]->size()) : 1)) return false;
   b.prepare_update();
 
   StepPlan<T> plan;
